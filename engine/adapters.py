@@ -1,0 +1,52 @@
+"""LoRA adapter checks: what vLLM and the engine can load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import EngineError
+
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_problems(config: dict) -> list[str]:
+    """Reasons an adapter config cannot be served by vLLM (empty list = compatible)."""
+    problems = []
+    if config.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type is {config.get('peft_type')!r}, only LORA is served")
+    if config.get("use_dora"):
+        problems.append("DoRA (use_dora=true) is not supported by vLLM")
+    if config.get("bias", "none") != "none":
+        problems.append(f"bias={config.get('bias')!r}; vLLM needs bias='none'")
+    if config.get("modules_to_save"):
+        problems.append(f"modules_to_save={config.get('modules_to_save')!r}; vLLM cannot load them")
+    if config.get("r") not in VLLM_RANKS:
+        problems.append(f"rank r={config.get('r')} is not one of vLLM's ranks {VLLM_RANKS}")
+    return problems
+
+
+def check_adapter(path: str | Path, model=None) -> dict:
+    """Validate an adapter folder; raise one clear EngineError naming the problem and the fix."""
+    path = Path(path)
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise EngineError(
+            f"{path} is not a LoRA adapter folder (no adapter_config.json). "
+            f"Train one with `facet train extract ... -o {path}`."
+        )
+    config = json.loads(cfg_file.read_text())
+    problems = adapter_problems(config)
+    if problems:
+        raise EngineError(f"adapter {path} is not servable: " + "; ".join(problems))
+    if model is not None:
+        base = getattr(getattr(model, "config", None), "hidden_size", None)
+        prov = path / "facet_provenance.json"
+        if prov.is_file() and base is not None:
+            hidden = json.loads(prov.read_text()).get("base_hidden_size")
+            if hidden is not None and hidden != base:
+                raise EngineError(
+                    f"adapter {path} was trained for a base model with hidden size {hidden}, "
+                    f"but the loaded model has {base}; pass the matching --model."
+                )
+    return config

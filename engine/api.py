@@ -1,0 +1,83 @@
+"""The Python API: ``Engine().extract({...})``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from engine.config import EngineConfig, load_backend
+from engine.runner import RunStats, run_task
+from prompts.examples import ExamplePool
+from prompts.tasks.extract import Extract
+from schemas import AttributeSchema, ErrorRecord, ExtractionResult, Product, load_attribute_schema
+
+
+def as_product(item: Any, index: int = 0) -> Product:
+    if isinstance(item, Product):
+        return item
+    if isinstance(item, str):
+        return Product(id=str(index), title=item)
+    if isinstance(item, dict):
+        return Product.model_validate({"id": str(index), **item})
+    raise TypeError(f"expected a Product, dict or title string, got {type(item).__name__}")
+
+
+class Engine:
+    """Structured product attributes from text, with an LLM under grammar constraints.
+
+    >>> eng = Engine()                                   # embedded default model, CPU
+    >>> r = eng.extract({"id": "p1", "title": "Levi's 501 Original Fit Jeans, W32 L34"})
+    >>> r.attributes                                     # validated AttributeValue objects
+
+    ``attributes`` (a path or :class:`AttributeSchema`) fixes which attributes to ask for per
+    category; ``examples`` (a JSONL path or :class:`ExamplePool`) turns on few-shot prompting.
+    The model loads on first use. ``backend`` may be any object with the Backend protocol.
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        *,
+        attributes: str | Path | AttributeSchema | dict | None = None,
+        examples: str | Path | ExamplePool | None = None,
+        shots: int = 3,
+        template: str = "extract.j2",
+        grounded: bool = True,
+        adapter: str | None = None,
+        backend: Any = None,
+        **config: Any,
+    ):
+        adapters = dict(config.pop("adapters", {}) or {})
+        if adapter is not None:
+            adapters.setdefault("extract", adapter)
+        self.config = EngineConfig(model=model, adapters=adapters, **config)
+        if isinstance(attributes, (str, Path)):
+            attributes = load_attribute_schema(attributes)
+        elif isinstance(attributes, dict):
+            attributes = AttributeSchema.from_mapping(attributes)
+        if isinstance(examples, (str, Path)):
+            examples = ExamplePool.from_jsonl(examples)
+        self.extract_task = Extract(
+            template=template,
+            attribute_schema=attributes,
+            examples=examples,
+            shots=shots,
+            grounded=grounded,
+            adapter="extract" if "extract" in adapters else None,
+        )
+        self._backend = backend
+        self.stats = RunStats()
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = load_backend(self.config)
+        return self._backend
+
+    def extract(self, product: Any) -> ExtractionResult | ErrorRecord:
+        return self.extract_many([product])[0]
+
+    def extract_many(self, products: Iterable[Any]) -> list[ExtractionResult | ErrorRecord]:
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        return run_task(self.backend, self.extract_task, items, stats=self.stats)

@@ -1,0 +1,115 @@
+"""Output constraints -> outlines logits processors, one per batch row.
+
+Every row of a batch may carry its own constraint (each product's span schema differs), so a
+:class:`RowConstraints` processor dispatches row ``i`` to its own outlines processor. Grammar
+engines: ``llguidance`` (default: compiles in milliseconds) and ``xgrammar`` (compiled grammars
+cached per schema). outlines' own default engine is not offered: it takes minutes per schema here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from engine.types import Choice, Constraint, JsonSchema, Regex
+
+GRAMMAR_ENGINES = ("llguidance", "xgrammar")
+COMPACT = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+
+
+def choice_regex(options: tuple[str, ...]) -> str:
+    return "(" + "|".join(re.escape(o) for o in options) + ")"
+
+
+def llguidance_spec(constraint: Constraint) -> str:
+    """Translate a constraint into an llguidance grammar spec (pure, cached)."""
+    return _llg_spec(_key(constraint))
+
+
+def _key(constraint: Constraint) -> tuple[str, str]:
+    if isinstance(constraint, JsonSchema):
+        return ("json", json.dumps(constraint.schema, sort_keys=False))
+    if isinstance(constraint, Choice):
+        return ("regex", choice_regex(constraint.options))
+    if isinstance(constraint, Regex):
+        return ("regex", constraint.pattern)
+    raise TypeError(f"unknown constraint {constraint!r}")
+
+
+@lru_cache(maxsize=4096)
+def _llg_spec(key: tuple[str, str]) -> str:
+    import llguidance
+
+    kind, body = key
+    if kind == "json":
+        schema: dict[str, Any] = json.loads(body)
+        schema = {**schema, "x-guidance": COMPACT}
+        return llguidance.grammar_from("json_schema", json.dumps(schema))
+    return llguidance.grammar_from("regex", body)
+
+
+class GrammarFactory:
+    """Builds a fresh outlines logits processor for a constraint; caches compiled grammars."""
+
+    def __init__(self, tokenizer, engine: str = "llguidance"):
+        if engine not in GRAMMAR_ENGINES:
+            raise ValueError(f"grammar engine must be one of {GRAMMAR_ENGINES}, not {engine!r}")
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self._llg_tokenizer = None
+        self._xgr_compiler = None
+        self._xgr_cache: dict[tuple[str, str], Any] = {}
+
+    def processor(self, constraint: Constraint):
+        if self.engine == "llguidance":
+            from outlines.backends.llguidance import LLGuidanceLogitsProcessor
+
+            if self._llg_tokenizer is None:
+                import llguidance.hf
+
+                self._llg_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+            return LLGuidanceLogitsProcessor(llguidance_spec(constraint), self._llg_tokenizer, "torch")
+        from outlines.backends.xgrammar import XGrammarLogitsProcessor
+
+        return XGrammarLogitsProcessor(self._xgr_compiled(constraint), "torch")
+
+    def _xgr_compiled(self, constraint: Constraint):
+        key = _key(constraint)
+        if key not in self._xgr_cache:
+            import xgrammar as xgr
+
+            if self._xgr_compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=len(self.tokenizer))
+                self._xgr_compiler = xgr.GrammarCompiler(info)
+            kind, body = key
+            if kind == "json":
+                compiled = self._xgr_compiler.compile_json_schema(
+                    body, any_whitespace=False, separators=(",", ":")
+                )
+            else:
+                compiled = self._xgr_compiler.compile_regex(body)
+            self._xgr_cache[key] = compiled
+        return self._xgr_cache[key]
+
+
+class RowConstraints:
+    """A transformers logits processor applying a different (or no) constraint per batch row."""
+
+    def __init__(self, processors: list[Any | None], stop_ids: set[int]):
+        self.processors = processors
+        self.stop_ids = stop_ids
+        self.done = [p is None for p in processors]
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        for i, proc in enumerate(self.processors):
+            if self.done[i]:
+                continue
+            if self.started and int(input_ids[i, -1]) in self.stop_ids:
+                self.done[i] = True  # finished rows are padded by generate; leave them alone
+                continue
+            scores[i : i + 1] = proc(input_ids[i : i + 1], scores[i : i + 1])
+        self.started = True
+        return scores

@@ -1,0 +1,258 @@
+"""The ``facet`` command: one plain function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+EPILOG = """examples:
+  facet extract products.jsonl -o attrs.jsonl                 # zero-shot, open attributes
+  facet extract products.jsonl -o attrs.jsonl --resume        # continue a killed run
+  facet extract products.jsonl --attributes attrs.json --examples demos.jsonl -o out.jsonl
+  facet render products.jsonl --line 3 --examples demos.jsonl # print the exact prompt, no model
+  facet eval extract --data ../shared/data/oa-mine/validation.jsonl --examples ../shared/data/oa-mine/train.jsonl
+  facet train extract --train ../shared/data/oa-mine/train.jsonl --val ../shared/data/oa-mine/validation.jsonl -o adapters/extract
+
+input: JSON Lines, one product per line: {"id": "p1", "title": "...", "description": "...", "category": "..."}
+       ("input"/"input_title" are accepted for the title). Bad lines become error records; the run goes on.
+"""
+
+
+def _add_task_options(p: argparse.ArgumentParser, model: bool = True) -> None:
+    g = p.add_argument_group("prompt")
+    g.add_argument("--attributes", metavar="FILE",
+                   help="JSON category -> attribute list to ask for (schema-guided). Without it: open extraction")
+    g.add_argument("--examples", metavar="JSONL",
+                   help="few-shot pool: records with title, category and 'output' (or OA-Mine target_scores)")
+    g.add_argument("--shots", type=int, default=3, help="demonstrations per product, chosen by similarity (default 3)")
+    g.add_argument("--template", default="extract.j2", help="built-in template name or path to your own .j2")
+    g.add_argument("--free", action="store_true",
+                   help="let values be any string (default: values are constrained to spans of the product text)")
+    g.add_argument("--max-input-chars", type=int, default=2000, help="truncate title+description beyond this")
+    if model:
+        m = p.add_argument_group("model")
+        m.add_argument("--model", default="smollm2-135m",
+                       help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
+        m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
+        m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default="llguidance",
+                       help="grammar engine for constrained decoding (default llguidance)")
+        m.add_argument("--batch-size", type=int, default=16)
+        m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
+        m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+        m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+
+
+def _task(args, attribute_schema=None):
+    from prompts.examples import ExamplePool
+    from prompts.tasks.extract import Extract
+    from schemas import load_attribute_schema
+
+    if attribute_schema is None and getattr(args, "attributes", None):
+        attribute_schema = load_attribute_schema(args.attributes)
+    examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
+    return Extract(
+        template=args.template, attribute_schema=attribute_schema, examples=examples, shots=args.shots,
+        grounded=not args.free, max_input_chars=args.max_input_chars,
+        max_new_tokens=getattr(args, "max_new_tokens", None),
+        adapter="extract" if getattr(args, "adapter", None) else None,
+    )
+
+
+def _backend(args):
+    from engine.config import EngineConfig, load_backend
+
+    return load_backend(EngineConfig(
+        model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
+        dtype=args.dtype, adapters={"extract": args.adapter} if args.adapter else {},
+    ))
+
+
+def cmd_extract(args) -> int:
+    from tqdm import tqdm
+
+    from engine.io import JsonlWriter, done_ids, read_products
+    from engine.runner import RunStats, iter_task
+    from schemas import ErrorRecord
+
+    task = _task(args)
+    out = Path(args.output) if args.output not in (None, "-") else None
+    skip = done_ids(out) if (args.resume and out) else set()
+    if out and out.exists() and not args.resume and out.stat().st_size and not args.overwrite:
+        print(f"facet: {out} exists; use --resume to continue it or --overwrite to replace it", file=sys.stderr)
+        return 2
+    lines = list(read_products(args.input))
+    todo, bad = [], []
+    for ln in lines:
+        if ln.product is not None:
+            if ln.product.id not in skip:
+                todo.append(ln.product)
+        else:
+            rid = ln.error.record_id or f"line:{ln.number}"
+            if rid not in skip:
+                bad.append(ErrorRecord(id=rid, task="extract", line=ln.number, error=ln.error.reason, input=ln.raw))
+    if skip:
+        print(f"facet: resuming: {len(skip)} records already in {out}, {len(todo)} to go", file=sys.stderr)
+    stats = RunStats()
+    start = time.perf_counter()
+    with JsonlWriter(out, append=bool(skip)) as writer:
+        for rec in bad:
+            writer.write(rec)
+            print(f"facet: line {rec.line}: {rec.error}", file=sys.stderr)
+        if todo:
+            backend = _backend(args)
+            bar = tqdm(total=len(todo), desc="extract", unit="product", file=sys.stderr, disable=args.quiet)
+            for res in iter_task(backend, task, todo, chunk_size=args.batch_size * 2, stats=stats):
+                writer.write(res)
+                bar.update(1)
+            bar.close()
+    secs = time.perf_counter() - start
+    n = stats.done + stats.failed
+    print(
+        f"facet: {stats.done} extracted, {stats.failed + len(bad)} errors ({len(bad)} bad input), "
+        f"{stats.retried} re-asked, {secs:.1f}s" + (f", {secs / n:.2f}s/product" if n else "")
+        + (f" -> {out}" if out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_render(args) -> int:
+    from engine.io import read_products
+    from prompts.render import template_hash
+
+    task = _task(args)
+    for ln in read_products(args.input):
+        if args.line and ln.number != args.line:
+            continue
+        if ln.product is None:
+            print(f"facet: line {ln.number}: {ln.error.reason}", file=sys.stderr)
+            return 1
+        messages = task.messages(ln.product)
+        if args.format == "messages":
+            print(json.dumps(messages, ensure_ascii=False, indent=2))
+        else:
+            from engine.chat import to_prompt_text
+            from engine.models import load_tokenizer, resolve_model
+
+            print(to_prompt_text(load_tokenizer(resolve_model(args.model)), messages), end="")
+        if args.schema:
+            print("\n# output constraint (JSON schema):")
+            print(json.dumps(task.schema(ln.product), ensure_ascii=False)[:4000])
+        print(f"\n# template {task.template} sha256:{template_hash(task.template)}", file=sys.stderr)
+        return 0
+    print(f"facet: no record at line {args.line}", file=sys.stderr)
+    return 1
+
+
+def cmd_eval(args) -> int:
+    from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.harness import evaluate_extraction
+    from eval.report import extraction_markdown
+
+    if args.task != "extract":
+        print(f"facet: eval for {args.task!r} is not available yet", file=sys.stderr)
+        return 2
+    schema = None
+    if not args.attributes:
+        train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
+        if train.is_file():
+            schema = schema_from_gold(read_extraction_gold(train))
+            print(f"facet: attribute schema per category from {train}", file=sys.stderr)
+    task = _task(args, schema)
+    backend = _backend(args)
+    report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
+                                 model=args.model, adapter_path=args.adapter, grammar=args.grammar)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    (out / "report.md").write_text(extraction_markdown(report))
+    s = report["summary"]
+    print(f"micro-F1 {s['micro_f1']:.3f}  P {s['precision']:.3f}  R {s['recall']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
+          f"failures {s['failures']}/{s['products']}  {report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from finetune.train import TrainConfig, train_from_args
+
+    return train_from_args(args, TrainConfig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facet", description="Structured product attributes from messy product text, with a small LLM "
+        "under grammar constraints.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("extract", help="extract attributes from a JSONL file of products",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="JSONL products ('-' for stdin)")
+    p.add_argument("-o", "--output", default="-", help="JSONL results ('-' for stdout, the default)")
+    p.add_argument("--resume", action="store_true", help="skip ids already in OUTPUT and append the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("render", help="print the exact prompt for one record (no model is run)")
+    p.add_argument("input", help="JSONL products")
+    p.add_argument("--line", type=int, default=None, help="line number of the record (default: the first)")
+    p.add_argument("--format", choices=["text", "messages"], default="text",
+                   help="'text': after the model's chat template (exactly what the model sees); 'messages': JSON")
+    p.add_argument("--schema", action="store_true", help="also print the output constraint")
+    p.add_argument("--model", default="smollm2-135m", help="model whose chat template to apply")
+    _add_task_options(p, model=False)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
+    p.add_argument("task", choices=["extract"])
+    p.add_argument("--data", required=True, help="gold JSONL (OA-Mine or WDC-PAVE format)")
+    p.add_argument("--schema-from", help="derive the per-category attribute list from this gold file "
+                   "(default: train.jsonl beside --data)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N records")
+    p.add_argument("-o", "--output", default="runs/eval", help="folder for report.json and report.md")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task")
+    p.add_argument("task", choices=["extract"])
+    p.add_argument("--train", required=True, help="training JSONL (OA-Mine/WDC format or facet examples)")
+    p.add_argument("--val", help="validation JSONL (for early stopping)")
+    p.add_argument("-o", "--output", required=True, help="adapter folder to write")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--epochs", type=float, default=3)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUTPUT")
+    p.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast, faster on this CPU)")
+    _add_task_options(p, model=False)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="facet: %(message)s")
+    from engine.errors import FacetError
+
+    try:
+        return args.func(args)
+    except (FacetError, ValueError, FileNotFoundError) as exc:
+        print(f"facet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facet: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Engine configuration: frozen, and a typo in a field name fails loudly."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(default="smollm2-135m", description="'smollm2-135m', an HF folder or a .gguf file")
+    backend: Literal["transformers"] = "transformers"
+    grammar: Literal["llguidance", "xgrammar"] = "llguidance"
+    batch_size: int = Field(default=16, ge=1, le=512)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
+    adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> PEFT folder")
+
+
+def load_backend(config: EngineConfig):
+    """The one place that maps backend names to classes."""
+    if config.backend == "transformers":
+        import torch
+
+        from engine.backends.transformers import TransformersBackend
+        from engine.models import load_model, load_tokenizer, resolve_model
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        folder = resolve_model(config.model)
+        return TransformersBackend(
+            load_model(folder, config.dtype),
+            load_tokenizer(folder),
+            grammar_engine=config.grammar,
+            batch_size=config.batch_size,
+            adapters=config.adapters,
+        )
+    raise ValueError(f"unknown backend {config.backend!r}")

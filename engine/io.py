@@ -1,0 +1,142 @@
+"""JSONL in and out: bad lines become error records, output is streamed and resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel, ValidationError
+
+from engine.errors import InputError
+from schemas import Product
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    product: Product | None
+    error: InputError | None
+    raw: Any = None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "record"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
+    """Yield one :class:`Line` per non-blank input line, valid or not. ``-`` reads stdin."""
+    if source == "-" or source is None:
+        fh: IO[bytes] = sys.stdin.buffer
+        close = False
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {path} does not exist")
+        fh = path.open("rb")
+        close = True
+    else:
+        fh, close = source, False
+    seen: dict[str, int] = {}
+    try:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield Line(number, None, InputError(
+                    f"invalid UTF-8 at byte {exc.start}; re-save the file as UTF-8", line=number))
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield Line(number, None, InputError(
+                    f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
+                    line=number), raw=text.strip()[:200])
+                continue
+            if not isinstance(data, dict):
+                yield Line(number, None, InputError(
+                    f"expected a JSON object, got {type(data).__name__}", line=number), raw=data)
+                continue
+            data.setdefault("id", str(number))
+            rid = str(data.get("id"))
+            try:
+                product = Product.model_validate(data)
+            except ValidationError as exc:
+                yield Line(number, None, InputError(_describe(exc), line=number, record_id=rid), raw=data)
+                continue
+            if product.id in seen:
+                yield Line(number, None, InputError(
+                    f"duplicate id {product.id!r} (first seen on line {seen[product.id]}); ids must be unique",
+                    line=number, record_id=product.id), raw=data)
+                continue
+            seen[product.id] = number
+            yield Line(number, product, None)
+    finally:
+        if close:
+            fh.close()
+
+
+def done_ids(path: Path) -> set[str]:
+    """Ids already written to ``path``; a half-written last line (killed run) is cut off."""
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with path.open("r+b") as fh:
+            fh.truncate(cut)
+        data = data[:cut]
+    ids = set()
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("id") is not None:
+            ids.add(str(rec["id"]))
+    return ids
+
+
+class JsonlWriter:
+    """Appends one JSON object per line and flushes, so a killed run loses at most one line."""
+
+    def __init__(self, target: str | Path | None, append: bool = False):
+        if target in (None, "-"):
+            self.fh = sys.stdout
+            self.close_fh = False
+        else:
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = path.open("a" if append else "w", encoding="utf-8")
+            self.close_fh = True
+
+    def write(self, record: BaseModel | dict) -> None:
+        if isinstance(record, BaseModel):
+            line = record.model_dump_json(exclude_none=False)
+        else:
+            line = json.dumps(record, ensure_ascii=False)
+        self.fh.write(line + "\n")
+        self.fh.flush()
+        if self.close_fh:
+            os.fsync(self.fh.fileno()) if os.environ.get("FACET_FSYNC") else None
+
+    def close(self) -> None:
+        if self.close_fh:
+            self.fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,63 @@
+"""The engine's data types: requests with their output constraint as data, and completions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypedDict
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class JsonSchema:
+    """Output must be JSON valid against ``schema`` (compact: no whitespace between tokens)."""
+
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Output must be exactly one of ``options``."""
+
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Regex:
+    """Output must match ``pattern`` in full."""
+
+    pattern: str
+
+
+Constraint = JsonSchema | Choice | Regex
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str | tuple[Message, ...] | list[Message]
+    constraint: Constraint | None = None
+    max_new_tokens: int = 256
+    adapter: str | None = None  # LoRA name; the backend resolves it
+    temperature: float = 0.0  # 0 = greedy
+    want_logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # per generated token: (token text, chosen log-probability), when asked for
+    logprobs: tuple[tuple[str, float], ...] | None = field(default=None, compare=False)
+
+
+class Backend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]: ...

@@ -1,0 +1,1 @@
+"""Evaluation: metrics exactly as the datasets' published protocol defines them, and reports."""

@@ -1,0 +1,117 @@
+"""Extraction metric of the OA-Mine / WDC-PAVE line of work (see shared/data/README.md).
+
+One slot per (product, attribute) present in the gold; predictions for other attributes are
+ignored. A missing key, "n/a" or null predicts no value.
+
+=====================  ==================  ===========
+gold                   prediction          counts
+=====================  ==================  ===========
+n/a                    none                ignored
+n/a                    a value             FP
+value(s)               none                FN
+value(s)               one of the golds    TP
+value(s)               another value       FP and FN
+=====================  ==================  ===========
+
+Equality is exact and case-sensitive after stripping whitespace. An unparseable answer (error
+record) predicts nothing for every slot.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+NA = "n/a"
+
+
+def _none(v) -> bool:
+    return v is None or (isinstance(v, str) and v.strip() in ("", NA))
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    slots: int = 0  # gold slots scored (n/a slots included)
+
+    def add(self, other: Counts) -> None:
+        self.slots += other.slots
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def slot_outcome(gold: set[str] | None, pred: str | None) -> Counts:
+    """Score one slot. ``gold`` None means the gold says n/a."""
+    gold_vals = {g.strip() for g in gold or () if not _none(g)}
+    if not gold_vals:
+        return Counts(fp=0 if _none(pred) else 1, slots=1)
+    if _none(pred):
+        return Counts(fn=1, slots=1)
+    if pred.strip() in gold_vals:
+        return Counts(tp=1, slots=1)
+    return Counts(fp=1, fn=1, slots=1)
+
+
+@dataclass
+class ExtractionScore:
+    micro: Counts = field(default_factory=Counts)
+    by_slot: dict[tuple[str, str], Counts] = field(default_factory=lambda: defaultdict(Counts))
+    by_attribute: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
+    failures: int = 0
+    products: int = 0
+
+    @property
+    def macro_f1(self) -> float:
+        return sum(c.f1 for c in self.by_slot.values()) / len(self.by_slot) if self.by_slot else 0.0
+
+    def summary(self) -> dict:
+        return {
+            "products": self.products,
+            "failures": self.failures,
+            "failure_rate": self.failures / self.products if self.products else 0.0,
+            "precision": self.micro.precision,
+            "recall": self.micro.recall,
+            "micro_f1": self.micro.f1,
+            "macro_f1": self.macro_f1,
+            "tp": self.micro.tp,
+            "fp": self.micro.fp,
+            "fn": self.micro.fn,
+        }
+
+
+def score_extraction(
+    golds: Sequence[dict[str, set[str] | None]],
+    preds: Sequence[dict[str, str | None] | None],
+    categories: Sequence[str | None] | None = None,
+) -> ExtractionScore:
+    """``preds[i]`` None = the item failed (counts as predicting nothing)."""
+    score = ExtractionScore()
+    for i, (gold, pred) in enumerate(zip(golds, preds, strict=True)):
+        score.products += 1
+        if pred is None:
+            score.failures += 1
+            pred = {}
+        cat = (categories[i] if categories else None) or "*"
+        for attr, gvals in gold.items():
+            c = slot_outcome(gvals, pred.get(attr))
+            score.micro.add(c)
+            score.by_slot[(cat, attr)].add(c)
+            score.by_attribute[attr].add(c)
+    return score

@@ -1,0 +1,1 @@
+"""Prompts: Jinja templates and the tasks that pair a template with a schema and a parser."""
