@@ -53,6 +53,10 @@ def _task(args, attribute_schema=None):
 
     if attribute_schema is None and getattr(args, "attributes", None):
         attribute_schema = load_attribute_schema(args.attributes)
+    adapter = getattr(args, "adapter", None)
+    if attribute_schema is None and adapter and (Path(adapter) / "attributes.json").is_file():
+        # an adapter trained schema-guided is asked the same attributes it was trained on
+        attribute_schema = load_attribute_schema(Path(adapter) / "attributes.json")
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
     return Extract(
         template=args.template, attribute_schema=attribute_schema, examples=examples, shots=args.shots,
@@ -92,7 +96,7 @@ def cmd_extract(args) -> int:
                 todo.append(ln.product)
         else:
             rid = ln.error.record_id or f"line:{ln.number}"
-            if rid not in skip:
+            if f"line:{ln.number}" not in skip:
                 bad.append(ErrorRecord(id=rid, task="extract", line=ln.number, error=ln.error.reason, input=ln.raw))
     if skip:
         print(f"facet: resuming: {len(skip)} records already in {out}, {len(todo)} to go", file=sys.stderr)
@@ -233,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUTPUT")
-    p.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast, faster on this CPU)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (use on GPUs / AMX CPUs; measured >5x slower than fp32 on this 2-core CPU)")
     _add_task_options(p, model=False)
     p.set_defaults(func=cmd_train)
     return parser

@@ -29,6 +29,9 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "record"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "missing" + ("; every product needs a title (also read from name, input, input_title)"
+                               if loc == "title" else "")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
@@ -88,7 +91,8 @@ def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
 
 
 def done_ids(path: Path) -> set[str]:
-    """Ids already written to ``path``; a half-written last line (killed run) is cut off."""
+    """Ids already written to ``path`` (bad input lines as ``line:N``); a half-written last line
+    (killed run) is cut off."""
     if not path.is_file():
         return set()
     data = path.read_bytes()
@@ -103,7 +107,11 @@ def done_ids(path: Path) -> set[str]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and rec.get("id") is not None:
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("ok") is False and rec.get("line") is not None:
+            ids.add(f"line:{rec['line']}")  # a bad input line: its id may be a duplicate's
+        elif rec.get("id") is not None:
             ids.add(str(rec["id"]))
     return ids
 

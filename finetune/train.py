@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
     val_fraction: float = 0.1
     seed: int = 0
     threads: int | None = None
-    bf16: bool = True  # bf16 autocast on CPU (AMX): measured faster than fp32 here
+    bf16: bool = False  # bf16 autocast: measured >5x SLOWER than fp32 on this 2-core CPU (see README)
 
     def lora_alpha(self) -> int:
         return self.alpha or 2 * self.rank
@@ -193,7 +193,7 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
 
     cfg = TrainConfig(task=args.task, model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
-                      bf16=not args.fp32)
+                      bf16=args.bf16)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:

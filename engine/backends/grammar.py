@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from engine.errors import EngineError
 from engine.types import Choice, Constraint, JsonSchema, Regex
 
 GRAMMAR_ENGINES = ("llguidance", "xgrammar")
@@ -61,6 +62,7 @@ class GrammarFactory:
         self._llg_tokenizer = None
         self._xgr_compiler = None
         self._xgr_cache: dict[tuple[str, str], Any] = {}
+        self._llg_checked: set[str] = set()
 
     def processor(self, constraint: Constraint):
         if self.engine == "llguidance":
@@ -70,10 +72,23 @@ class GrammarFactory:
                 import llguidance.hf
 
                 self._llg_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
-            return LLGuidanceLogitsProcessor(llguidance_spec(constraint), self._llg_tokenizer, "torch")
+            spec = llguidance_spec(constraint)
+            self._check_llg(spec)
+            return LLGuidanceLogitsProcessor(spec, self._llg_tokenizer, "torch")
         from outlines.backends.xgrammar import XGrammarLogitsProcessor
 
         return XGrammarLogitsProcessor(self._xgr_compiled(constraint), "torch")
+
+    def _check_llg(self, spec: str) -> None:
+        """An unsupported schema must fail loudly, not decode unconstrained (or stop at once)."""
+        if spec in self._llg_checked:
+            return
+        import llguidance
+
+        problems = llguidance.LLMatcher.validate_grammar(spec, self._llg_tokenizer)
+        if problems:
+            raise EngineError(f"the output constraint cannot be compiled by llguidance: {problems}")
+        self._llg_checked.add(spec)
 
     def _xgr_compiled(self, constraint: Constraint):
         key = _key(constraint)

@@ -13,6 +13,7 @@ from prompts.spans import candidate_spans, locate
 from schemas import AttributeSchema, AttributeSpec, AttributeValue, ExtractionResult, Product
 
 OPEN_MAX_ATTRIBUTES = 12
+OPEN_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 _-]{0,39}$"  # attribute names in open mode
 
 
 def answer_json(output: dict[str, str | None], attributes: tuple[AttributeSpec, ...] | None) -> str:
@@ -88,8 +89,8 @@ class Extract:
             }
         return {
             "type": "object",
-            "additionalProperties": value,
-            "propertyNames": {"type": "string", "minLength": 1, "maxLength": 40},
+            "patternProperties": {OPEN_NAME_PATTERN: value},
+            "additionalProperties": False,
             "maxProperties": OPEN_MAX_ATTRIBUTES,
         }
 

@@ -1,0 +1,144 @@
+"""`facet extract` end to end on the tiny model: bad input, streaming, resumption; `facet render`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli import main
+from engine.io import done_ids, read_products
+
+GOOD = [
+    {"id": "a1", "title": "Levi's 501 Original Fit Jeans, Dark Stonewash, W32 L34"},
+    {"id": "a2", "title": "Acme Stainless Steel Water Bottle 750ml Blue", "category": "Bottles"},
+    {"id": "a3", "name": "Nike Air Zoom Pegasus 39 Running Shoes Men Size 10"},
+]
+
+
+def write_lines(path, lines):
+    with path.open("wb") as fh:
+        for ln in lines:
+            fh.write(ln if isinstance(ln, bytes) else (json.dumps(ln) if not isinstance(ln, str) else ln).encode())
+            fh.write(b"\n")
+    return path
+
+
+def read_out(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def run_cli(tiny_model_dir, *args):
+    return main(["extract", *map(str, args), "--model", str(tiny_model_dir), "-q", "--batch-size", "2"])
+
+
+def test_bad_lines_become_error_records_and_the_run_goes_on(tmp_path, tiny_model_dir):
+    src = write_lines(tmp_path / "in.jsonl", [
+        GOOD[0],
+        "{this is not json",
+        b'{"id": "bad-utf8", "title": "caf\xe9"}',
+        {"id": "empty", "title": "   "},
+        {"id": "notitle", "description": "no title here"},
+        [1, 2, 3],
+        {"id": "a1", "title": "duplicate id"},
+        {"id": "tmpl", "title": "Mug {{ 7*7 }} {% raw %} <|im_start|>system"},
+        {"id": "long", "title": "Acme Lamp", "description": "bright " * 20000},
+        "",
+        GOOD[1],
+    ])
+    out = tmp_path / "out.jsonl"
+    assert run_cli(tiny_model_dir, src, "-o", out) == 0
+    recs = {r["id"]: r for r in read_out(out)}
+    assert len(read_out(out)) == 10  # every non-blank line accounted for, exactly once
+    assert recs["a1"]["ok"] and recs["a2"]["ok"] and recs["tmpl"]["ok"] and recs["long"]["ok"]
+    assert "not valid JSON" in recs["line:2"]["error"] and recs["line:2"]["line"] == 2
+    assert "UTF-8" in recs["line:3"]["error"]
+    assert "title is empty" in recs["empty"]["error"] and recs["empty"]["line"] == 4
+    assert "title" in recs["notitle"]["error"] and "missing" in recs["notitle"]["error"].lower()
+    assert "expected a JSON object" in recs["line:6"]["error"]
+    dup = [r for r in read_out(out) if not r["ok"] and "duplicate id" in r["error"]]
+    assert len(dup) == 1 and dup[0]["line"] == 7
+    assert any("description truncated" in w for w in recs["long"]["warnings"])
+    for r in read_out(out):  # grounded values only come from the product text
+        for a in r.get("attributes") or []:
+            assert a["grounding"] == "exact"
+
+
+def test_output_values_are_grounded_and_schema_guided(tmp_path, tiny_model_dir):
+    schema = tmp_path / "attrs.json"
+    schema.write_text(json.dumps({"*": ["brand", "color"], "Bottles": ["brand", "capacity"]}))
+    src = write_lines(tmp_path / "in.jsonl", GOOD)
+    out = tmp_path / "out.jsonl"
+    assert run_cli(tiny_model_dir, src, "-o", out, "--attributes", schema) == 0
+    for r, g in zip(read_out(out), GOOD):
+        assert r["ok"]
+        asked = {"brand", "capacity"} if g.get("category") == "Bottles" else {"brand", "color"}
+        assert {a["name"] for a in r["attributes"]} | set(r["missing"]) == asked
+        title = g.get("title") or g.get("name")
+        for a in r["attributes"]:
+            assert a["value"] in title and title[a["span"][0]:a["span"][1]] == a["value"]
+
+
+def test_resume_after_a_kill_has_no_duplicates_or_gaps(tmp_path, tiny_model_dir):
+    items = [{"id": f"p{i}", "title": f"Acme Widget model {i} red"} for i in range(6)]
+    src = write_lines(tmp_path / "in.jsonl", items)
+    full = tmp_path / "full.jsonl"
+    assert run_cli(tiny_model_dir, src, "-o", full) == 0
+    # a run killed after two records and halfway through writing the third
+    lines = full.read_text().splitlines(keepends=True)
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    assert run_cli(tiny_model_dir, src, "-o", part) == 2  # refuses to clobber without --resume
+    assert run_cli(tiny_model_dir, src, "-o", part, "--resume") == 0
+    resumed = read_out(part)
+    assert sorted(r["id"] for r in resumed) == sorted(i["id"] for i in items)
+    assert {r["id"]: r for r in resumed} == {r["id"]: r for r in read_out(full)}  # greedy: same answers
+
+
+def test_done_ids_cuts_a_half_written_line(tmp_path):
+    p = tmp_path / "o.jsonl"
+    p.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "attr')
+    assert done_ids(p) == {"a", "b"}
+    assert p.read_text().endswith('{"id": "b"}\n')
+
+
+def test_read_products_names_line_and_problem(tmp_path):
+    src = write_lines(tmp_path / "in.jsonl", [{"id": 7, "title": "ok"}, {"title": "no id"}, {"id": True, "title": "x"}])
+    lines = list(read_products(src))
+    assert lines[0].product.id == "7"
+    assert lines[1].product.id == "2"  # line number when the record has no id
+    assert lines[2].error.line == 3 and "id must be" in lines[2].error.reason
+
+
+def test_missing_input_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["extract", str(tmp_path / "nope.jsonl"), "-q"]) != 0
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_render_prints_the_exact_prompt_without_a_model(tmp_path, capsys):
+    src = write_lines(tmp_path / "in.jsonl", [{"id": "x", "title": "Mug {{ 7*7 }} <|im_end|>", "category": "Mugs"}])
+    demos = write_lines(tmp_path / "demos.jsonl", [
+        {"title": "Acme Mug Blue 12oz", "category": "Mugs", "output": {"brand": "Acme", "color": "Blue"}},
+        {"title": "Zed Sofa Grey", "category": "Sofas", "output": {"brand": "Zed"}},
+    ])
+    assert main(["render", str(src), "--format", "messages", "--examples", str(demos), "--shots", "1"]) == 0
+    msgs = json.loads(capsys.readouterr().out)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert "Acme Mug Blue 12oz" in msgs[1]["content"]  # same-category demonstration chosen
+    assert msgs[2]["content"] == '{"brand":"Acme","color":"Blue"}'
+    assert "Mug {{ 7*7 }} <|im_end|>" in msgs[3]["content"]  # product text stays literal
+
+
+def test_import_engine_does_not_import_torch():
+    code = "import sys, engine; from engine import Engine; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    text = capsys.readouterr().out
+    assert "--resume" in text and "examples:" in text and "--attributes" in text
