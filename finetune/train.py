@@ -41,6 +41,7 @@ class TrainConfig(BaseModel):
     val_fraction: float = 0.1
     seed: int = 0
     threads: int | None = None
+    checkpoint_every: int = 20  # steps between checkpoints (resume loses at most this many)
     bf16: bool = False  # bf16 autocast: measured >5x SLOWER than fp32 on this 2-core CPU (see README)
 
     def lora_alpha(self) -> int:
@@ -91,6 +92,18 @@ def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: b
     return total / max(1, count)
 
 
+def _checkpoint(model, opt, sched, state: dict, ckpt: Path) -> None:
+    """Everything needed to continue: adapter, optimizer, schedule, position in the data."""
+    import torch
+
+    model.save_pretrained(ckpt)
+    torch.save(opt.state_dict(), ckpt / "optimizer.pt")
+    torch.save(sched.state_dict(), ckpt / "scheduler.pt")
+    tmp = ckpt / "state.json.tmp"
+    tmp.write_text(json.dumps(state))
+    tmp.replace(ckpt / "state.json")  # the state file is written last and atomically
+
+
 def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: TrainConfig, out: Path,
           provenance: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train LoRA on ``model`` (mutated: wrapped by PEFT) and save the best adapter in ``out``."""
@@ -114,7 +127,7 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
         else (s + 1) / warm)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
-    state = {"step": 0, "epoch": 0, "best_val": None, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    state = {"step": 0, "epoch": 0, "epoch_step": 0, "best_val": None, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
     if resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text())
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
@@ -122,12 +135,16 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
         sched.load_state_dict(torch.load(ckpt / "scheduler.pt"))
         for _ in range(state["epoch"]):  # replay the shuffles so the data order continues
             rng.shuffle(list(range(len(train_data))))
+        state.setdefault("epoch_step", 0)
         print(f"facet: resumed at step {state['step']} (epoch {state['epoch']})", file=sys.stderr)
     bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not progress, file=sys.stderr)
     tokens, t0 = 0, time.perf_counter()
+    t_ck = t0
     stop = False
     while state["step"] < total and not stop:
-        for b in _batches(train_data, cfg.batch_size, pad_id, rng):
+        for i, b in enumerate(_batches(train_data, cfg.batch_size, pad_id, rng)):
+            if i < state["epoch_step"]:
+                continue  # resumed mid-epoch: these batches were already trained on
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = model(**b).loss
             loss.backward()
@@ -136,15 +153,22 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
             sched.step()
             opt.zero_grad(set_to_none=True)
             state["step"] += 1
+            state["epoch_step"] = i + 1
             tokens += int(b["attention_mask"].sum())
+            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                state["train_seconds"] += time.perf_counter() - t_ck
+                t_ck = time.perf_counter()
+                _checkpoint(model, opt, sched, state, ckpt)
             el = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / el:.0f}")
             bar.update(1)
             if state["step"] >= total:
                 break
         state["epoch"] += 1
-        state["train_seconds"] += time.perf_counter() - t0
+        state["epoch_step"] = 0
+        state["train_seconds"] += time.perf_counter() - t_ck
         tokens, t0 = 0, time.perf_counter()
+        t_ck = t0
         val = evaluate_loss(model, val_data, cfg.batch_size, pad_id, cfg.bf16) if val_data else None
         state["history"].append({"epoch": state["epoch"], "step": state["step"], "val_loss": val})
         print(f"\nfacet: epoch {state['epoch']} step {state['step']} val_loss {val}", file=sys.stderr)
@@ -156,10 +180,7 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
             if state["bad_epochs"] > cfg.patience:
                 print("facet: validation loss stopped improving; stopping early", file=sys.stderr)
                 stop = True
-        model.save_pretrained(ckpt)
-        torch.save(opt.state_dict(), ckpt / "optimizer.pt")
-        torch.save(sched.state_dict(), ckpt / "scheduler.pt")
-        (ckpt / "state.json").write_text(json.dumps(state))
+        _checkpoint(model, opt, sched, state, ckpt)
     bar.close()
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     problems = adapter_problems(adapter_cfg)

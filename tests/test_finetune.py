@@ -1,0 +1,200 @@
+"""LoRA training on the tiny random model: loss falls, base untouched, adapter servable, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.adapters import adapter_problems, check_adapter
+from engine.errors import EngineError
+from finetune.data import DataReport, encode, extract_pairs
+from finetune.train import TrainConfig, evaluate_loss, train
+from prompts.tasks.extract import Extract
+from schemas import AttributeSchema, Product
+
+SCHEMA = AttributeSchema.from_mapping({"*": ["Brand", "Color"]})
+BRANDS = ["Acme", "Zed", "Bolt", "Nova", "Orbit", "Pico"]
+COLORS = ["Red", "Blue", "Green", "Black"]
+
+
+def gold_rows(n=12):
+    from eval.datasets import GoldProduct
+
+    rows = []
+    for i in range(n):
+        b, c = BRANDS[i % len(BRANDS)], COLORS[i % len(COLORS)]
+        rows.append(GoldProduct(Product(id=f"t{i}", title=f"{b} mug {c}"), {"Brand": {b}, "Color": {c}}))
+    return rows
+
+
+def encoded(tok, rows):
+    task = Extract(attribute_schema=SCHEMA)
+    return [encode(tok, m, a, 512) for m, a in extract_pairs(task, rows)]
+
+
+def cfg(**kw):
+    return TrainConfig(**{"rank": 8, "lr": 3e-2, "batch_size": 4, "max_steps": 6, "dropout": 0.0, "seed": 1,
+                          "checkpoint_every": 2, **kw})
+
+
+def test_training_lowers_loss_keeps_base_and_writes_a_servable_adapter(tmp_path, tiny_model, tiny_tokenizer):
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    data = encoded(tok, gold_rows())
+    base = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    before = evaluate_loss(tiny_model, data, 4, tok.pad_token_id)
+    prov = train(tiny_model, tok, data, data[:4], cfg(max_steps=12), tmp_path / "ad", provenance={"task": "extract"},
+                 progress=False)
+    after = evaluate_loss(tiny_model, data, 4, tok.pad_token_id)
+    assert after < before * 0.8, (before, after)
+    for k, v in tiny_model.state_dict().items():  # base weights bit-identical
+        if "lora_" in k:
+            continue
+        name = k.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert base[name].equal(v), name
+    out = tmp_path / "ad"
+    assert (out / "adapter_model.safetensors").is_file()
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_problems(config) == [] and config["r"] == 8 and config["bias"] == "none"
+    p = json.loads((out / "facet_provenance.json").read_text())
+    assert p["task"] == "extract" and p["steps"] == 12 and p["base_hidden_size"] == 16 and prov["history"]
+
+
+def test_training_resumes_after_an_interruption(tmp_path, tiny_tokenizer, monkeypatch):
+    from safetensors.torch import load_file
+
+    import finetune.train as ft
+    from tests.conftest import make_model
+
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    data = encoded(tok, gold_rows())
+    train(make_model(tok), tok, data, data[:4], cfg(), tmp_path / "straight", progress=False)
+
+    real, calls = ft._checkpoint, []
+
+    def crash_after_first(*a, **k):
+        real(*a, **k)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "_checkpoint", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(tok), tok, data, data[:4], cfg(), tmp_path / "resumed", progress=False)
+    assert json.loads((tmp_path / "resumed/checkpoint/state.json").read_text())["step"] == 2
+    prov = train(make_model(tok), tok, data, data[:4], cfg(), tmp_path / "resumed", resume=True, progress=False)
+    assert prov["steps"] == 6
+    a = load_file(str(tmp_path / "straight/adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed/adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
+def test_train_and_inference_prompts_are_identical_and_answer_fits_the_grammar(tiny_backend, tiny_tokenizer):
+    import llguidance
+    import llguidance.hf
+
+    from engine.backends.grammar import llguidance_spec
+
+    task = Extract(attribute_schema=SCHEMA)
+    row = gold_rows(1)[0]
+    (messages, answer), = extract_pairs(task, [row])
+    ex = encode(tiny_tokenizer, messages, answer, 512)
+    req = task.build(row.product)
+    infer_ids = tiny_tokenizer(tiny_backend.prompt_text(req), add_special_tokens=False).input_ids
+    n = len(infer_ids)
+    assert ex["input_ids"][:n] == infer_ids and all(x == -100 for x in ex["labels"][:n])
+    assert tiny_tokenizer.decode(ex["input_ids"][n:]) == answer + "<|im_end|>"
+    # the gold answer is exactly a string the constrained decoder may emit
+    matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tiny_tokenizer), llguidance_spec(req.constraint))
+    assert matcher.consume_tokens(ex["input_ids"][n:]), matcher.get_error()
+    assert matcher.is_accepting()
+
+
+def test_bad_training_data_is_reported_per_record():
+    from eval.datasets import GoldProduct
+
+    rows = [
+        GoldProduct(Product(id="ok", title="Acme mug Red"), {"Brand": {"Acme"}, "Color": {"Red"}}),
+        GoldProduct(Product(id="nogold", title="Zed mug"), {"Brand": None}),
+        GoldProduct(Product(id="outside", title="Zed mug"), {"Brand": {"Zed"}, "Weight": {"2kg"}}),
+        GoldProduct(Product(id="notintext", title="Zed mug"), {"Brand": {"Bolt"}}),
+    ]
+    report = DataReport()
+    pairs = extract_pairs(Extract(attribute_schema=SCHEMA), rows, report)
+    assert report.usable == len(pairs) == 3
+    text = report.text()
+    assert "record without gold values (skipped)" in text and "nogold" in text
+    assert "attribute outside the schema" in text and "outside:Weight" in text
+    assert "gold value not in the text" in text and "notintext" in text
+
+
+def test_train_refuses_an_unusable_set(tmp_path, tiny_model_dir, capsys):
+    from engine.cli import main
+
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(json.dumps({"input": f"x{i}", "target_scores": {"Brand": ["n/a"]}}) + "\n" for i in range(5)))
+    assert main(["train", "extract", "--train", str(f), "-o", str(tmp_path / "a"), "--model", str(tiny_model_dir)]) != 0
+    err = capsys.readouterr().err
+    assert "record without gold values" in err and "0 usable training records" in err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["train", "extract", "--train", str(tmp_path / "empty.jsonl"), "-o", str(tmp_path / "b")]) != 0
+    assert "holds no records" in capsys.readouterr().err
+
+
+def test_cli_train_then_extract_with_the_adapter(tmp_path, tiny_model_dir):
+    from engine.cli import main
+
+    f = tmp_path / "train.jsonl"
+    with f.open("w") as fh:
+        for r in gold_rows(10):
+            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
+                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    ad = tmp_path / "adapter"
+    assert main(["train", "extract", "--train", str(f), "-o", str(ad), "--model", str(tiny_model_dir),
+                 "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
+    prov = json.loads((ad / "facet_provenance.json").read_text())
+    assert prov["train_data_hash"] and prov["template_hash"] and prov["config"]["rank"] == 8
+    assert json.loads((ad / "attributes.json").read_text()) == {"Mugs": ["Brand", "Color"]}
+    check_adapter(ad)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "q", "title": "Nova mug Green", "category": "Mugs"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["extract", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--adapter", str(ad), "-q"]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["ok"] and {a["name"] for a in rec["attributes"]} | set(rec["missing"]) == {"Brand", "Color"}
+
+
+def test_incompatible_adapters_are_refused(tmp_path, tiny_backend):
+    for name, change in {"dora": {"use_dora": True}, "bias": {"bias": "all"}, "rank": {"r": 12},
+                         "mts": {"modules_to_save": ["lm_head"]}}.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "bias": "none", **change}))
+        with pytest.raises(EngineError, match="not servable"):
+            tiny_backend.load_adapter(name, str(d))
+    with pytest.raises(EngineError, match="no adapter_config.json"):
+        tiny_backend.load_adapter("x", str(tmp_path))
+
+
+def test_one_batch_mixes_adapters_per_request(tmp_path, tiny_tokenizer):
+    from engine.backends.transformers import TransformersBackend
+    from engine.types import JsonSchema, Request
+    from tests.conftest import make_model
+
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    data = encoded(tok, gold_rows())
+    for name, seed in (("a", 1), ("b", 2)):
+        train(make_model(tok), tok, data, [], cfg(seed=seed, max_steps=3, lr=5e-2), tmp_path / name, progress=False)
+    backend = TransformersBackend(make_model(tok), tok, batch_size=8, adapters={"a": str(tmp_path / "a"),
+                                                                                 "b": str(tmp_path / "b")})
+    schema = JsonSchema(Extract(attribute_schema=SCHEMA).schema(Product(id="1", title="Zed mug Blue")))
+    msgs = ({"role": "user", "content": "Zed mug Blue"},)
+    reqs = [Request(prompt=msgs, constraint=schema, max_new_tokens=40, adapter=a) for a in ("a", None, "b")]
+    mixed = backend.generate(reqs)
+    alone = [backend.generate([r])[0] for r in reqs]
+    assert [c.text for c in mixed] == [c.text for c in alone]
