@@ -52,6 +52,8 @@ class Engine:
         if adapter is not None:
             adapters.setdefault("extract", adapter)
         self.config = EngineConfig(model=model, adapters=adapters, **config)
+        if attributes is None and adapter is not None and (Path(adapter) / "attributes.json").is_file():
+            attributes = Path(adapter) / "attributes.json"  # ask what the adapter was trained to answer
         if isinstance(attributes, (str, Path)):
             attributes = load_attribute_schema(attributes)
         elif isinstance(attributes, dict):

@@ -169,7 +169,8 @@ def cmd_eval(args) -> int:
     task = _task(args, schema)
     backend = _backend(args)
     report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
-                                 model=args.model, adapter_path=args.adapter, grammar=args.grammar)
+                                 model=args.model, adapter_path=args.adapter, grammar=args.grammar,
+                                 examples=args.examples)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
