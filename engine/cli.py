@@ -181,6 +181,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from eval.bench import grammar_compile, markdown, throughput
+    from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.report import provenance
+
+    rows = read_extraction_gold(args.data)
+    products = [r.product for r in rows][: args.limit]
+    schema = None
+    if not args.attributes:
+        train = Path(args.data).with_name("train.jsonl")
+        if train.is_file():
+            schema = schema_from_gold(read_extraction_gold(train))
+    task = _task(args, schema)
+    backend = _backend(args)
+    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    schemas = [task.schema(p) for p in products[: args.schemas]]
+    report = {"grammar": grammar_compile(backend.tokenizer, schemas),
+              "throughput": throughput(backend, task, products, sizes),
+              "provenance": provenance(model=args.model, adapter=args.adapter, data=str(args.data),
+                                       examples=args.examples)}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(markdown(report) + f"-> {out}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from finetune.train import TrainConfig, train_from_args
 
@@ -223,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="runs/eval", help="folder for report.json and report.md")
     _add_task_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="grammar compile time, throughput per batch size, constrained vs free decoding")
+    p.add_argument("--data", required=True, help="products or gold JSONL (OA-Mine/WDC format)")
+    p.add_argument("--limit", type=int, default=32, help="products to time (default 32)")
+    p.add_argument("--batch-sizes", default="1,8,16", help="comma-separated batch sizes (default 1,8,16)")
+    p.add_argument("--schemas", type=int, default=20, help="distinct schemas to time compiling (default 20)")
+    p.add_argument("-o", "--output", default="runs/bench.json", help="JSON results")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task")
     p.add_argument("task", choices=["extract"])

@@ -142,3 +142,18 @@ def test_help_teaches(capsys):
         main(["extract", "--help"])
     text = capsys.readouterr().out
     assert "--resume" in text and "examples:" in text and "--attributes" in text
+
+
+def test_bench_reports_compile_time_and_ratios(tmp_path, tiny_model_dir):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"input": f"Acme mug {c}", "category": "Mugs",
+                                        "target_scores": {"Brand": {"Acme": 1}, "Color": {c: 1}}}) + "\n"
+                            for c in ("Red", "Blue", "Green")))
+    (tmp_path / "train.jsonl").write_text(gold.read_text())
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--data", str(gold), "--model", str(tiny_model_dir), "--batch-sizes", "1,2",
+                 "--schemas", "2", "-o", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["grammar"]) == {"llguidance", "xgrammar"}
+    assert [r["batch_size"] for r in rep["throughput"]] == [1, 2]
+    assert all(r["ok"] == 3 and r["constrained_vs_unconstrained_tokens_per_s"] > 0 for r in rep["throughput"])
