@@ -15,6 +15,7 @@ EPILOG = """examples:
   facet extract products.jsonl --attributes attrs.json --examples demos.jsonl -o out.jsonl
   facet render products.jsonl --line 3 --examples demos.jsonl # print the exact prompt, no model
   facet eval extract --data ../shared/data/oa-mine/validation.jsonl --examples ../shared/data/oa-mine/train.jsonl
+  facet compare zero-shot=runs/zs adapter=runs/adapter -o runs/compare   # side by side, with charts
   facet train extract --train ../shared/data/oa-mine/train.jsonl --val ../shared/data/oa-mine/validation.jsonl -o adapters/extract
 
 input: JSON Lines, one product per line: {"id": "p1", "title": "...", "description": "...", "category": "..."}
@@ -181,6 +182,21 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from eval.compare import charts, compare, load_run, markdown
+
+    cmp = compare([load_run(r) for r in args.runs], examples=args.examples)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(cmp, indent=1, ensure_ascii=False))
+    md = markdown(cmp)
+    (out / "compare.md").write_text(md)
+    pngs = [] if args.no_charts else charts(cmp, out)
+    print(md.split("\n## ")[0].rstrip())
+    print(f"-> {out}/compare.md" + "".join(f", {p.name}" for p in pngs))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from eval.bench import grammar_compile, markdown, throughput
     from eval.datasets import read_extraction_gold, schema_from_gold
@@ -250,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="runs/eval", help="folder for report.json and report.md")
     _add_task_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="compare eval runs side by side (Markdown, JSON, PNG charts)",
+                       description="Compare `facet eval` runs: summary, F1 per attribute, and the slots each run "
+                       "fixed or broke against the first (baseline) run.",
+                       epilog="example:\n  facet compare zero-shot=runs/zs few-shot=runs/fs adapter=runs/adapter "
+                       "-o runs/compare", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="[LABEL=]DIR", help="eval output folders; the first is the baseline")
+    p.add_argument("-o", "--output", default="runs/compare", help="folder for compare.md/json and charts")
+    p.add_argument("--examples", type=int, default=10, help="fixed/broken examples to list per run (default 10)")
+    p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="grammar compile time, throughput per batch size, constrained vs free decoding")
     p.add_argument("--data", required=True, help="products or gold JSONL (OA-Mine/WDC format)")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from engine.runner import RunStats, iter_task
 from eval.datasets import read_extraction_gold
-from eval.metrics import score_extraction
+from eval.metrics import Counts, score_extraction, slot_outcome
 from eval.report import file_hash, provenance
 from prompts.render import template_hash
 
@@ -38,11 +39,19 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
           "recall": c.recall, "f1": c.f1} for a, c in score.by_attribute.items()),
         key=lambda d: d["f1"],
     )
-    mistakes = []
+    categories = defaultdict(Counts)
+    for (cat, _attr), c in score.by_slot.items():
+        categories[cat].add(c)
+    cats = sorted(({"category": k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
+                   for k, c in categories.items()), key=lambda d: d["f1"])
+    mistakes, slots = [], []
     for row, pred in zip(rows, preds):
         for attr, gold in row.gold.items():
             p = (pred or {}).get(attr)
-            if (gold and p not in gold) or (not gold and p):
+            c = slot_outcome(gold, p)
+            slots.append({"id": row.product.id, "attribute": attr, "gold": sorted(gold or []),
+                          "predicted": p if pred is not None else "<failed>", "correct": c.fp == c.fn == 0})
+            if c.fp or c.fn:
                 mistakes.append({"title": row.product.title, "attribute": attr,
                                  "gold": sorted(gold or []), "predicted": p if pred is not None else "<failed>"})
     return {
@@ -54,6 +63,8 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens,
                    "retried": stats.retried},
         "attributes": attrs,
+        "categories": cats,
+        "slots": slots,
         "mistakes": mistakes[:: max(1, len(mistakes) // 25)][:25],
         "predictions": [r.model_dump() for r in results],
         "provenance": provenance(data_hash=file_hash(data), template=task.template,

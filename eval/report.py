@@ -40,6 +40,10 @@ def extraction_markdown(report: dict) -> str:
     ]
     for a in report["attributes"]:
         lines.append(f"| {a['attribute']} | {a['slots']} | {a['precision']:.2f} | {a['recall']:.2f} | {a['f1']:.2f} |")
+    if report.get("categories"):
+        lines += ["", "## Per category (worst first)", "", "| category | slots | P | R | F1 |", "|---|---:|---:|---:|---:|"]
+        for c in report["categories"]:
+            lines.append(f"| {c['category']} | {c['slots']} | {c['precision']:.2f} | {c['recall']:.2f} | {c['f1']:.2f} |")
     lines += ["", "## Example mistakes", "", "| title | attribute | gold | predicted |", "|---|---|---|---|"]
     for m in report["mistakes"]:
         gold = " / ".join(m["gold"]) if m["gold"] else "n/a"
