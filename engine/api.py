@@ -45,6 +45,7 @@ class Engine:
         template: str = "extract.j2",
         grounded: bool = True,
         adapter: str | None = None,
+        taxonomy: str | Path | Any = None,
         backend: Any = None,
         **config: Any,
     ):
@@ -68,6 +69,7 @@ class Engine:
             grounded=grounded,
             adapter="extract" if "extract" in adapters else None,
         )
+        self.taxonomy = taxonomy
         self._backend = backend
         self.stats = RunStats()
 
@@ -83,3 +85,33 @@ class Engine:
     def extract_many(self, products: Iterable[Any]) -> list[ExtractionResult | ErrorRecord]:
         items = [as_product(p, i) for i, p in enumerate(products)]
         return run_task(self.backend, self.extract_task, items, stats=self.stats)
+
+    def classify(self, product: Any, **options: Any):
+        """Category path of one product; see :meth:`classify_many`."""
+        return self.classify_many([product], **options)[0]
+
+    def classify_many(self, products: Iterable[Any], *, taxonomy: Any = None, examples: Any = None,
+                      shots: int = 3, top_k: int = 3, review_below: float = 0.5) -> list:
+        """ClassificationResult (path, label, confidence, alternatives, needs_review) or ErrorRecord per product.
+
+        ``taxonomy``: a :class:`Taxonomy`, a file (Shopify categories.txt, 'A > B' lines, JSON), or a list
+        of labels; defaults to the one given to the Engine. ``examples``: labelled (product, path) pairs.
+        """
+        from prompts.tasks.classify import Classify, classify_many, labelled_pool
+        from schemas.taxonomy import Taxonomy
+
+        tax = taxonomy if taxonomy is not None else self.taxonomy
+        if tax is None:
+            raise ValueError("classify needs a taxonomy: Engine(taxonomy='examples/taxonomy.json') or taxonomy=...")
+        if isinstance(tax, (str, Path)):
+            tax = Taxonomy.load(tax)
+        elif isinstance(tax, (list, tuple)):
+            tax = Taxonomy.from_labels(tax)
+        pool = None
+        if examples is not None:
+            pool = labelled_pool([(as_product(p, i), tuple(path.split(" > ")) if isinstance(path, str) else tuple(path))
+                                 for i, (p, path) in enumerate(examples)])
+        task = Classify(taxonomy=tax, examples=pool, shots=shots, top_k=top_k, review_below=review_below,
+                        adapter="classify" if "classify" in self.config.adapters else None)
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        return classify_many(self.backend, task, items, stats=self.stats)

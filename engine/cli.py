@@ -30,21 +30,36 @@ def _add_task_options(p: argparse.ArgumentParser, model: bool = True) -> None:
     g.add_argument("--examples", metavar="JSONL",
                    help="few-shot pool: records with title, category and 'output' (or OA-Mine target_scores)")
     g.add_argument("--shots", type=int, default=3, help="demonstrations per product, chosen by similarity (default 3)")
-    g.add_argument("--template", default="extract.j2", help="built-in template name or path to your own .j2")
+    g.add_argument("--template", default=None,
+                   help="built-in template name or path to your own .j2 (default: the task's, e.g. extract.j2)")
     g.add_argument("--free", action="store_true",
                    help="let values be any string (default: values are constrained to spans of the product text)")
     g.add_argument("--max-input-chars", type=int, default=2000, help="truncate title+description beyond this")
     if model:
-        m = p.add_argument_group("model")
-        m.add_argument("--model", default="smollm2-135m",
-                       help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
-        m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
-        m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default="llguidance",
-                       help="grammar engine for constrained decoding (default llguidance)")
-        m.add_argument("--batch-size", type=int, default=16)
-        m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
-        m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-        m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+        _add_model_options(p)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="smollm2-135m",
+                   help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
+    m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
+    m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default="llguidance",
+                   help="grammar engine for constrained decoding (default llguidance)")
+    m.add_argument("--batch-size", type=int, default=16)
+    m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
+    m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+
+
+def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = True) -> None:
+    g = p.add_argument_group("classification")
+    g.add_argument("--taxonomy", required=taxonomy_required, metavar="FILE",
+                   help="categories: Shopify categories.txt, a text file of 'Parent > Child' paths, or JSON "
+                   "(list or nested object); e.g. examples/taxonomy.json")
+    g.add_argument("--top-k", type=int, default=3, help="alternatives to return with their probabilities")
+    g.add_argument("--review-below", type=float, default=0.5,
+                   help="flag needs_review when the path's probability is below this (default 0.5)")
 
 
 def _task(args, attribute_schema=None):
@@ -60,7 +75,7 @@ def _task(args, attribute_schema=None):
         attribute_schema = load_attribute_schema(Path(adapter) / "attributes.json")
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
     return Extract(
-        template=args.template, attribute_schema=attribute_schema, examples=examples, shots=args.shots,
+        template=args.template or "extract.j2", attribute_schema=attribute_schema, examples=examples, shots=args.shots,
         grounded=not args.free, max_input_chars=args.max_input_chars,
         max_new_tokens=getattr(args, "max_new_tokens", None),
         adapter="extract" if getattr(args, "adapter", None) else None,
@@ -76,14 +91,17 @@ def _backend(args):
     ))
 
 
-def cmd_extract(args) -> int:
+def _run_jsonl(args, task_name: str, process) -> int:
+    """Shared by extract/classify: read JSONL, skip done ids (--resume), stream results, summarize.
+
+    ``process(products, stats)`` yields one result per product, in order.
+    """
     from tqdm import tqdm
 
     from engine.io import JsonlWriter, done_ids, read_products
-    from engine.runner import RunStats, iter_task
+    from engine.runner import RunStats
     from schemas import ErrorRecord
 
-    task = _task(args)
     out = Path(args.output) if args.output not in (None, "-") else None
     skip = done_ids(out) if (args.resume and out) else set()
     if out and out.exists() and not args.resume and out.stat().st_size and not args.overwrite:
@@ -98,7 +116,7 @@ def cmd_extract(args) -> int:
         else:
             rid = ln.error.record_id or f"line:{ln.number}"
             if f"line:{ln.number}" not in skip:
-                bad.append(ErrorRecord(id=rid, task="extract", line=ln.number, error=ln.error.reason, input=ln.raw))
+                bad.append(ErrorRecord(id=rid, task=task_name, line=ln.number, error=ln.error.reason, input=ln.raw))
     if skip:
         print(f"facet: resuming: {len(skip)} records already in {out}, {len(todo)} to go", file=sys.stderr)
     stats = RunStats()
@@ -108,16 +126,15 @@ def cmd_extract(args) -> int:
             writer.write(rec)
             print(f"facet: line {rec.line}: {rec.error}", file=sys.stderr)
         if todo:
-            backend = _backend(args)
-            bar = tqdm(total=len(todo), desc="extract", unit="product", file=sys.stderr, disable=args.quiet)
-            for res in iter_task(backend, task, todo, chunk_size=args.batch_size * 2, stats=stats):
+            bar = tqdm(total=len(todo), desc=task_name, unit="product", file=sys.stderr, disable=args.quiet)
+            for res in process(todo, stats):
                 writer.write(res)
                 bar.update(1)
             bar.close()
     secs = time.perf_counter() - start
     n = stats.done + stats.failed
     print(
-        f"facet: {stats.done} extracted, {stats.failed + len(bad)} errors ({len(bad)} bad input), "
+        f"facet: {stats.done} done, {stats.failed + len(bad)} errors ({len(bad)} bad input), "
         f"{stats.retried} re-asked, {secs:.1f}s" + (f", {secs / n:.2f}s/product" if n else "")
         + (f" -> {out}" if out else ""),
         file=sys.stderr,
@@ -125,18 +142,76 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_extract(args) -> int:
+    from engine.runner import iter_task
+
+    task = _task(args)
+
+    def process(todo, stats):
+        return iter_task(_backend(args), task, todo, chunk_size=args.batch_size * 2, stats=stats)
+
+    return _run_jsonl(args, "extract", process)
+
+
+def _classify_task(args, taxonomy=None):
+    from prompts.examples import ExamplePool
+    from prompts.tasks.classify import Classify
+    from schemas.taxonomy import Taxonomy
+
+    if taxonomy is None:
+        taxonomy = Taxonomy.load(args.taxonomy)
+    examples = args.examples if isinstance(args.examples, ExamplePool) else None
+    if examples is None and args.examples:
+        from eval.datasets import read_classification_gold
+        from prompts.tasks.classify import labelled_pool
+
+        examples = labelled_pool([(r.product, r.path) for r in read_classification_gold(args.examples)])
+    return Classify(taxonomy=taxonomy, examples=examples, shots=args.shots, top_k=args.top_k,
+                    review_below=args.review_below, template=args.template or "classify.j2",
+                    adapter="classify" if getattr(args, "adapter", None) else None)
+
+
+def _classify_backend(args):
+    from engine.config import EngineConfig, load_backend
+
+    return load_backend(EngineConfig(
+        model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
+        dtype=args.dtype, adapters={"classify": args.adapter} if args.adapter else {},
+    ))
+
+
+def cmd_classify(args) -> int:
+    from prompts.tasks.classify import classify_many
+
+    task = _classify_task(args)
+
+    def process(todo, stats):
+        backend = _classify_backend(args)
+        for i in range(0, len(todo), args.batch_size):
+            yield from classify_many(backend, task, todo[i : i + args.batch_size], stats=stats)
+
+    return _run_jsonl(args, "classify", process)
+
+
 def cmd_render(args) -> int:
     from engine.io import read_products
     from prompts.render import template_hash
 
-    task = _task(args)
+    if args.task == "classify":
+        if not args.taxonomy:
+            print("facet: render --task classify needs --taxonomy FILE", file=sys.stderr)
+            return 2
+        args.top_k, args.review_below = 3, 0.5
+        task = _classify_task(args)
+    else:
+        task = _task(args)
     for ln in read_products(args.input):
         if args.line and ln.number != args.line:
             continue
         if ln.product is None:
             print(f"facet: line {ln.number}: {ln.error.reason}", file=sys.stderr)
             return 1
-        messages = task.messages(ln.product)
+        messages = task.messages(ln.product)  # classify: the first (top) level
         if args.format == "messages":
             print(json.dumps(messages, ensure_ascii=False, indent=2))
         else:
@@ -144,7 +219,10 @@ def cmd_render(args) -> int:
             from engine.models import load_tokenizer, resolve_model
 
             print(to_prompt_text(load_tokenizer(resolve_model(args.model)), messages), end="")
-        if args.schema:
+        if args.schema and args.task == "classify":
+            print("\n# output constraint (one of):")
+            print(" | ".join(task.taxonomy.children(())))
+        elif args.schema:
             print("\n# output constraint (JSON schema):")
             print(json.dumps(task.schema(ln.product), ensure_ascii=False)[:4000])
         print(f"\n# template {task.template} sha256:{template_hash(task.template)}", file=sys.stderr)
@@ -158,9 +236,8 @@ def cmd_eval(args) -> int:
     from eval.harness import evaluate_extraction
     from eval.report import extraction_markdown
 
-    if args.task != "extract":
-        print(f"facet: eval for {args.task!r} is not available yet", file=sys.stderr)
-        return 2
+    if args.task == "classify":
+        return _eval_classify(args)
     schema = None
     if not args.attributes:
         train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
@@ -179,6 +256,36 @@ def cmd_eval(args) -> int:
     s = report["summary"]
     print(f"micro-F1 {s['micro_f1']:.3f}  P {s['precision']:.3f}  R {s['recall']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
           f"failures {s['failures']}/{s['products']}  {report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
+    return 0
+
+
+def _eval_classify(args) -> int:
+    from eval.datasets import read_classification_gold, split_by_group
+    from eval.harness import evaluate_classification
+    from eval.report import classification_markdown, confusion_png
+    from prompts.tasks.classify import labelled_pool
+    from schemas.taxonomy import Taxonomy
+
+    rows = read_classification_gold(args.data)
+    taxonomy = Taxonomy.load(args.taxonomy) if args.taxonomy else Taxonomy([r.path for r in rows], "labels of data")
+    if args.examples:
+        pool_rows = read_classification_gold(args.examples)
+        if Path(args.examples).resolve() == Path(args.data).resolve():
+            _, pool_rows = split_by_group(rows, args.limit, args.seed)  # never a product's own group
+            print(f"facet: demonstrations from the {len(pool_rows)} rows outside the sample and its product groups",
+                  file=sys.stderr)
+        args.examples = labelled_pool([(r.product, r.path) for r in pool_rows])
+    task = _classify_task(args, taxonomy)
+    report = evaluate_classification(_classify_backend(args), task, args.data, limit=args.limit, seed=args.seed,
+                                     batch_size=args.batch_size, model=args.model, adapter_path=args.adapter)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    (out / "report.md").write_text(classification_markdown(report))
+    confusion_png(report, out / "confusion.png")
+    s = report["summary"]
+    print(f"accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  failures {s['failures']}/{s['products']}  "
+          f"{report['seconds_per_product']:.2f} s/product  -> {out}/report.md, confusion.png")
     return 0
 
 
@@ -247,6 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(p)
     p.set_defaults(func=cmd_extract)
 
+    p = sub.add_parser("classify", help="assign products to categories of a taxonomy (level by level)",
+                       description="Classify products into a taxonomy. Each level chooses among the children of "
+                       "the node chosen so far, so answers are always real paths; each result has a confidence, "
+                       "top-k alternatives and a needs_review flag.",
+                       epilog="examples:\n  facet classify examples/products.jsonl --taxonomy examples/taxonomy.json\n"
+                       "  facet classify products.jsonl --taxonomy ../shared/data/shopify-taxonomy/categories.txt "
+                       "-o cats.jsonl\n  facet classify products.jsonl --taxonomy t.json --examples labelled.jsonl "
+                       "--shots 3   # demos: {title, category}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="JSONL products ('-' for stdin)")
+    p.add_argument("-o", "--output", default="-", help="JSONL results ('-' for stdout, the default)")
+    p.add_argument("--resume", action="store_true", help="skip ids already in OUTPUT and append the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_classify_options(p)
+    g = p.add_argument_group("prompt")
+    g.add_argument("--examples", metavar="FILE", help="labelled demonstrations: JSONL {title, category} or "
+                   "PriceRunner-style CSV")
+    g.add_argument("--shots", type=int, default=3, help="demonstrations per product (default 3)")
+    g.add_argument("--template", default=None, help="default classify.j2; or a path to your own .j2")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_classify)
+
     p = sub.add_parser("render", help="print the exact prompt for one record (no model is run)")
     p.add_argument("input", help="JSONL products")
     p.add_argument("--line", type=int, default=None, help="line number of the record (default: the first)")
@@ -254,17 +383,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'text': after the model's chat template (exactly what the model sees); 'messages': JSON")
     p.add_argument("--schema", action="store_true", help="also print the output constraint")
     p.add_argument("--model", default="smollm2-135m", help="model whose chat template to apply")
+    p.add_argument("--task", choices=["extract", "classify"], default="extract", help="whose prompt (default extract)")
+    p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (the prompt shows its top level)")
     _add_task_options(p, model=False)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
-    p.add_argument("task", choices=["extract"])
-    p.add_argument("--data", required=True, help="gold JSONL (OA-Mine or WDC-PAVE format)")
+    p.add_argument("task", choices=["extract", "classify"])
+    p.add_argument("--data", required=True, help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract; "
+                   "PriceRunner CSV or JSONL {title, category} for classify")
     p.add_argument("--schema-from", help="derive the per-category attribute list from this gold file "
                    "(default: train.jsonl beside --data)")
     p.add_argument("--limit", type=int, default=None, help="only the first N records")
     p.add_argument("-o", "--output", default="runs/eval", help="folder for report.json and report.md")
+    p.add_argument("--seed", type=int, default=0, help="classify: seed of the random sample of --limit rows")
     _add_task_options(p)
+    _add_classify_options(p, taxonomy_required=False)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="compare eval runs side by side (Markdown, JSON, PNG charts)",

@@ -56,8 +56,23 @@ class Completion:
     logprobs: tuple[tuple[str, float], ...] | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-probability of ``continuation`` (then end of turn) as the answer to ``prompt``."""
+
+    prompt: str | tuple[Message, ...] | list[Message]
+    continuation: str
+    adapter: str | None = None
+
+
 class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+
+class ScoringBackend(Backend, Protocol):
+    """Optional: backends that can score given answers (used to rank a closed set of choices)."""
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]: ...

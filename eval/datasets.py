@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,3 +49,52 @@ def schema_from_gold(rows: list[GoldProduct], min_count: int = 1) -> AttributeSc
     return AttributeSchema.from_mapping(
         {cat: [a for a, c in cnt.most_common() if c >= min_count] for cat, cnt in sorted(counts.items())}
     )
+
+
+@dataclass(frozen=True)
+class ClassGold:
+    product: Product
+    path: tuple[str, ...]
+    group: str | None = None  # e.g. PriceRunner's product cluster: offers of one product share it
+
+
+def read_classification_gold(path: str | Path) -> list[ClassGold]:
+    """PriceRunner CSV (``Product Title``, ``Category Label``, ``Cluster ID``) or JSONL with ``title`` and
+    ``category`` (a path written ``Parent > Child``)."""
+    path = Path(path)
+    rows = []
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            need = {"Product Title", "Category Label"}
+            if not need <= set(reader.fieldnames or ()):
+                raise ValueError(f"{path}: expected columns {sorted(need)}, found {reader.fieldnames}")
+            for n, rec in enumerate(reader, 2):
+                rows.append(ClassGold(Product(id=rec.get("Product ID") or f"{path.stem}-{n}", title=rec["Product Title"]),
+                                      (rec["Category Label"].strip(),), rec.get("Cluster ID")))
+        return rows
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            label = rec.pop("category", None) or rec.pop("label", None)
+            if not label:
+                raise ValueError(f"{path}: line {n}: no 'category' to score against")
+            rec.setdefault("id", f"{path.stem}-{n}")
+            rows.append(ClassGold(Product.model_validate(rec), tuple(x.strip() for x in label.split(">")),
+                                  rec.get("group")))
+    return rows
+
+
+def split_by_group(rows: list[ClassGold], n: int | None, seed: int = 0) -> tuple[list[ClassGold], list[ClassGold]]:
+    """A seeded random sample of ``n`` rows to evaluate, and the rest minus every group that appears in the
+    sample (a demonstration pool that never shows another offer of a product being evaluated)."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    chosen = sorted(order[:n] if n else order)
+    sample = [rows[i] for i in chosen]
+    taken = {r.group for r in sample if r.group is not None}
+    picked = set(chosen)
+    rest = [r for i, r in enumerate(rows) if i not in picked and (r.group is None or r.group not in taken)]
+    return sample, rest

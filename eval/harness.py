@@ -71,3 +71,60 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
                                  template_hash=template_hash(task.template), shots=task.shots,
                                  grounded=task.grounded, adapter=task.adapter, **prov),
     }
+
+
+def evaluate_classification(backend, task, data: str | Path, *, limit: int | None = None, seed: int = 0,
+                            batch_size: int = 16, progress: bool = True, **prov) -> dict:
+    """Score classify on a seeded sample of ``data``. When the task has ``examples``, they are expected to
+    come from the rest of the same file (see :func:`eval.datasets.split_by_group`)."""
+    from eval.datasets import read_classification_gold, split_by_group
+    from eval.metrics import score_classification
+    from prompts.tasks.classify import classify_many
+
+    rows, _ = split_by_group(read_classification_gold(data), limit, seed)
+    stats = RunStats()
+    start = time.perf_counter()
+    results = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rows), desc="classify", unit="product")
+    for i in range(0, len(rows), batch_size):
+        chunk = [r.product for r in rows[i : i + batch_size]]
+        results += classify_many(backend, task, chunk, stats=stats)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    preds = [tuple(r.path) if r.ok else None for r in results]
+    score = score_classification([r.path for r in rows], preds)
+    labels = sorted({r.path[-1] for r in rows} | {p[-1] for p in preds if p})
+    confusion = [[sum(1 for r, p in zip(rows, preds) if r.path[-1] == g and p and p[-1] == q) for q in labels]
+                 for g in labels]
+    reviewed = [(r, res) for r, res in zip(rows, results) if res.ok]
+    flagged = [tuple(res.path) == r.path for r, res in reviewed if res.needs_review]
+    trusted = [tuple(res.path) == r.path for r, res in reviewed if not res.needs_review]
+    mistakes = [{"title": r.product.title, "gold": " > ".join(r.path),
+                 "predicted": " > ".join(res.path) if res.ok else f"<failed: {res.error}>",
+                 "confidence": res.confidence if res.ok else None}
+                for r, res in zip(rows, results) if not res.ok or tuple(res.path) != r.path]
+    return {
+        "task": "classify",
+        "data": str(data),
+        "summary": {k: v for k, v in score.items() if k != "per_label"},
+        "per_label": score["per_label"],
+        "confusion": {"labels": labels, "matrix": confusion},
+        "review": {"threshold": task.review_below, "flagged": len(flagged),
+                   "flagged_accuracy": sum(flagged) / len(flagged) if flagged else None,
+                   "trusted": len(trusted), "trusted_accuracy": sum(trusted) / len(trusted) if trusted else None},
+        "seconds": seconds,
+        "seconds_per_product": seconds / max(1, len(rows)),
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "mistakes": mistakes[:25],
+        "predictions": [r.model_dump() for r in results],
+        "provenance": provenance(data_hash=file_hash(data), template=task.template,
+                                 template_hash=template_hash(task.template), shots=task.shots if task.examples else 0,
+                                 sample=len(rows), seed=seed, taxonomy=task.taxonomy.name, **prov),
+    }

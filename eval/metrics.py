@@ -115,3 +115,35 @@ def score_extraction(
             score.by_slot[(cat, attr)].add(c)
             score.by_attribute[attr].add(c)
     return score
+
+
+def score_classification(golds: Sequence[Sequence[str]], preds: Sequence[Sequence[str] | None]) -> dict:
+    """Accuracy (full path), macro-F1 over gold leaf labels, accuracy per taxonomy level.
+
+    ``preds[i]`` None = the item failed: wrong at every level, and counted in ``failures``.
+    """
+    golds = [tuple(g) for g in golds]
+    preds_t = [tuple(p) if p is not None else None for p in preds]
+    n = len(golds)
+    correct = sum(1 for g, p in zip(golds, preds_t, strict=True) if p == g)
+    labels = sorted({g[-1] for g in golds})
+    per_label = {}
+    for lab in labels:
+        tp = sum(1 for g, p in zip(golds, preds_t) if p and g[-1] == lab and p[-1] == lab)
+        fp = sum(1 for g, p in zip(golds, preds_t) if p and g[-1] != lab and p[-1] == lab)
+        fn = sum(1 for g, p in zip(golds, preds_t) if g[-1] == lab and (not p or p[-1] != lab))
+        c = Counts(tp=tp, fp=fp, fn=fn, slots=tp + fn)
+        per_label[lab] = {"support": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
+    depth = max((len(g) for g in golds), default=0)
+    levels = []
+    for d in range(depth):
+        rows = [(g, p) for g, p in zip(golds, preds_t) if len(g) > d]
+        levels.append(sum(1 for g, p in rows if p is not None and p[: d + 1] == g[: d + 1]) / len(rows))
+    return {
+        "products": n,
+        "failures": sum(1 for p in preds_t if p is None),
+        "accuracy": correct / n if n else 0.0,
+        "macro_f1": sum(v["f1"] for v in per_label.values()) / len(per_label) if per_label else 0.0,
+        "level_accuracy": levels,
+        "per_label": per_label,
+    }

@@ -50,3 +50,57 @@ def extraction_markdown(report: dict) -> str:
         lines.append(f"| {m['title'][:70]} | {m['attribute']} | {gold} | {m['predicted']} |")
     lines += ["", "## Provenance", "", "```json", json.dumps(report["provenance"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def classification_markdown(report: dict) -> str:
+    s, rv = report["summary"], report["review"]
+    levels = " / ".join(f"{a:.3f}" for a in s["level_accuracy"])
+    lines = [
+        f"# classify eval: {report['data']}", "",
+        "| products | failures | accuracy | macro-F1 | per-level accuracy | s/product |",
+        "|---:|---:|---:|---:|---|---:|",
+        f"| {s['products']} | {s['failures']} | **{s['accuracy']:.3f}** | {s['macro_f1']:.3f} | {levels} | "
+        f"{report['seconds_per_product']:.2f} |", "",
+        f"needs_review (confidence < {rv['threshold']}): {rv['flagged']} flagged"
+        + (f", {rv['flagged_accuracy']:.2f} of them correct" if rv["flagged_accuracy"] is not None else "")
+        + f"; {rv['trusted']} not flagged"
+        + (f", {rv['trusted_accuracy']:.2f} of them correct" if rv["trusted_accuracy"] is not None else ""),
+        "", "## Per label", "", "| label | support | P | R | F1 |", "|---|---:|---:|---:|---:|",
+    ]
+    for lab, v in sorted(report["per_label"].items(), key=lambda kv: kv[1]["f1"]):
+        lines.append(f"| {lab} | {v['support']} | {v['precision']:.2f} | {v['recall']:.2f} | {v['f1']:.2f} |")
+    labels, m = report["confusion"]["labels"], report["confusion"]["matrix"]
+    lines += ["", "## Confusion (rows gold, columns predicted)", "",
+              "| gold \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for lab, row in zip(labels, m):
+        lines.append(f"| {lab} | " + " | ".join(str(x) for x in row) + " |")
+    lines += ["", "## Example mistakes", "", "| title | gold | predicted | confidence |", "|---|---|---|---:|"]
+    for x in report["mistakes"]:
+        conf = f"{x['confidence']:.2f}" if x["confidence"] is not None else ""
+        lines.append(f"| {x['title'][:70]} | {x['gold']} | {x['predicted']} | {conf} |")
+    lines += ["", "## Provenance", "", "```json", json.dumps(report["provenance"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def confusion_png(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, m = report["confusion"]["labels"], report["confusion"]["matrix"]
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 1 + 0.5 * len(labels)))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for i, row in enumerate(m):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"accuracy {report['summary']['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

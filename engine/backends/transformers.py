@@ -9,7 +9,7 @@ from typing import Any
 from engine.backends.grammar import GrammarFactory, RowConstraints
 from engine.chat import to_prompt_text
 from engine.errors import EngineError
-from engine.types import Completion, Request
+from engine.types import Completion, Request, ScoreRequest
 
 
 class TransformersBackend:
@@ -62,13 +62,52 @@ class TransformersBackend:
             return request.prompt
         return to_prompt_text(self.tokenizer, list(request.prompt))
 
-    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+    def _check_adapters(self, requests) -> None:
         for r in requests:
             if r.adapter is not None and r.adapter not in self.adapters:
                 known = ", ".join(sorted(self.adapters)) or "none loaded"
                 raise EngineError(
                     f"unknown adapter {r.adapter!r} (loaded: {known}); pass it with --adapter NAME=PATH"
                 )
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        """Sum of log-probabilities of each continuation plus the end-of-turn token, in one pass per batch."""
+        import torch
+
+        self._check_adapters(requests)
+        end = self.tokenizer.eos_token_id
+        seqs = []
+        for r in requests:
+            p = self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids
+            c = self.tokenizer(r.continuation, add_special_tokens=False).input_ids + ([end] if end is not None else [])
+            seqs.append((p, c))
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
+        out = [0.0] * len(seqs)
+        step = max(1, self.batch_size * 2)
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
+            ids = torch.full((len(idx), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                full = seqs[i][0] + seqs[i][1]
+                ids[row, width - len(full) :] = torch.tensor(full)
+                mask[row, width - len(full) :] = 1
+            kwargs = {}
+            if hasattr(self.model, "peft_config"):
+                kwargs["adapter_names"] = [requests[i].adapter or "__base__" for i in idx]
+            with torch.inference_mode():
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions as generate() sets them
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], -1)
+            for row, i in enumerate(idx):
+                n = len(seqs[i][1])
+                targets = ids[row, width - n :]
+                out[i] = float(logp[row, width - n - 1 : width - 1].gather(-1, targets[:, None]).sum())
+        return out
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        self._check_adapters(requests)
         texts = [self.prompt_text(r) for r in requests]
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
         order = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, lengths[i]))

@@ -1,0 +1,133 @@
+"""classify: product text -> a path in a category taxonomy, decoded level by level.
+
+At each level the choices are the children of the node chosen so far, so the answer is always a
+real path. With a backend that can score answers (transformers), every choice is scored and the
+probabilities (softmax over the choices' log-likelihoods) give the confidence, the top-k
+alternatives and ``needs_review``. Other backends decode under a choice constraint and the
+confidence comes from the chosen tokens' log-probabilities (no alternatives then).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.errors import ParseError
+from engine.runner import RunStats
+from engine.types import Choice, Completion, Request, ScoreRequest
+from prompts.examples import Example, ExamplePool
+from prompts.render import render_messages
+from schemas import ErrorRecord, Product
+from schemas.taxonomy import SEP, ClassificationResult, Taxonomy
+
+
+def labelled_pool(items: list[tuple[Product, tuple[str, ...]]]) -> ExamplePool:
+    """Demonstrations for classification: products with their gold category path."""
+    return ExamplePool([Example(p.model_copy(update={"category": None}), {"category": SEP.join(path)})
+                        for p, path in items])
+
+
+@dataclass(frozen=True)
+class Classify:
+    taxonomy: Taxonomy
+    name: str = "classify"
+    template: str = "classify.j2"
+    examples: ExamplePool | None = None
+    shots: int = 3
+    top_k: int = 3
+    review_below: float = 0.5
+    max_scored_choices: int = 64  # beyond this a level is decoded under a choice constraint instead
+    max_input_chars: int = 1000
+    adapter: str | None = None
+
+    def messages(self, product: Product, path: tuple[str, ...] = ()) -> list:
+        product = product.model_copy(update={"title": product.title[: self.max_input_chars],
+                                             "description": (product.description or "")[: self.max_input_chars]
+                                             or None, "category": None})
+        options = self.taxonomy.children(path)
+        demos = []
+        for ex in self.examples.select(product, self.shots * 3) if self.examples else []:
+            ex_path = tuple(ex.output["category"].split(SEP))
+            if ex_path[: len(path)] == path and len(ex_path) > len(path) and ex_path[len(path)] in options:
+                demos.append({"product": ex.product, "path": list(path), "answer": ex_path[len(path)]})
+        return render_messages(self.template, product=product, path=list(path), options=options,
+                               examples=demos[-self.shots :] if self.shots else [])
+
+    def build(self, item: tuple[Product, tuple[str, ...]]) -> Request:
+        product, path = item
+        options = tuple(self.taxonomy.children(path))
+        return Request(prompt=tuple(self.messages(product, path)), constraint=Choice(options),
+                       max_new_tokens=64, adapter=self.adapter, want_logprobs=True)
+
+    def parse(self, completion: Completion, item) -> tuple[str, float]:
+        _product, path = item
+        answer = completion.text.strip()
+        if answer not in self.taxonomy.children(path):
+            raise ParseError(self.name, completion.text, f"{answer!r} is not a category under {SEP.join(path) or 'the root'}")
+        lp = sum(x for _, x in completion.logprobs or ())
+        return answer, math.exp(lp)
+
+
+def _softmax(xs: list[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    s = sum(e)
+    return [x / s for x in e]
+
+
+def classify_many(backend, task: Classify, products: list[Product], stats: RunStats | None = None,
+                  retries: int = 1) -> list[ClassificationResult | ErrorRecord]:
+    """Classify products level by level; results in input order, an ErrorRecord per failed item."""
+    from engine.runner import run_task
+
+    stats = stats if stats is not None else RunStats()
+    state = {i: ((), 1.0) for i in range(len(products))}  # index -> (path so far, probability)
+    alts: dict[int, list[tuple[str, float]]] = {}
+    results: dict[int, ClassificationResult | ErrorRecord] = {}
+    while state:
+        scorable = hasattr(backend, "score")
+        scored = [i for i, (path, _) in state.items()
+                  if scorable and len(task.taxonomy.children(path)) <= task.max_scored_choices]
+        decoded = [i for i in state if i not in set(scored)]
+        if scored:
+            reqs, spans = [], []
+            for i in scored:
+                path = state[i][0]
+                prompt = tuple(task.messages(products[i], path))
+                opts = task.taxonomy.children(path)
+                spans.append((len(reqs), opts))
+                reqs += [ScoreRequest(prompt, o, task.adapter) for o in opts]
+            logps = backend.score(reqs)
+            stats.calls += 1
+            for i, (start, opts) in zip(scored, spans):
+                probs = _softmax(logps[start : start + len(opts)])
+                path, p = state[i]
+                ranked = sorted(zip(opts, probs), key=lambda x: -x[1])
+                alts[i] = [(SEP.join((*path, o)), p * q) for o, q in ranked[: task.top_k]]
+                state[i] = ((*path, ranked[0][0]), p * ranked[0][1])
+        if decoded:
+            level = RunStats()
+            outs = run_task(backend, task, [(products[i], state[i][0]) for i in decoded], retries=retries, stats=level)
+            stats.calls += level.calls
+            stats.retried += level.retried
+            stats.prompt_tokens += level.prompt_tokens
+            stats.completion_tokens += level.completion_tokens
+            for i, out in zip(decoded, outs):
+                if isinstance(out, ErrorRecord):
+                    results[i] = out.model_copy(update={"id": products[i].id})
+                    del state[i]
+                    continue
+                answer, q = out
+                path, p = state[i]
+                state[i] = ((*path, answer), p * q)
+                alts[i] = [(SEP.join(state[i][0]), p * q)]
+        finished = [i for i, (path, _) in state.items() if task.taxonomy.is_leaf(path)]
+        for i in finished:
+            path, p = state.pop(i)
+            results[i] = ClassificationResult(
+                id=products[i].id, path=list(path), label=path[-1], confidence=p,
+                alternatives=alts.get(i, []), needs_review=p < task.review_below)
+    out = [results[i] for i in range(len(products))]
+    stats.done += sum(1 for r in out if r.ok)
+    stats.failed += sum(1 for r in out if not r.ok)
+    return out

@@ -1,0 +1,129 @@
+"""classify: taxonomies, answer scoring, level-by-level decoding, metric, CLI and eval."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from engine.cli import main
+from engine.types import ScoreRequest
+from eval.datasets import ClassGold, split_by_group
+from eval.metrics import score_classification
+from prompts.tasks.classify import Classify, classify_many
+from schemas import Product
+from schemas.taxonomy import Taxonomy
+
+TREE = {"Home": {"Kitchen": ["Mugs", "Skillets"], "Garden": []}, "Apparel": {"Shoes": [], "Jeans": []}}
+PRODUCTS = [Product(id="a", title="Acme red ceramic mug 12oz"), Product(id="b", title="Levi's 501 jeans W32"),
+            Product(id="c", title="Lodge cast iron skillet 10 inch")]
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    path = tmp_path / "tax.json"
+    path.write_text(json.dumps(TREE))
+    return Taxonomy.load(path)
+
+
+def test_taxonomy_formats(tmp_path, tree):
+    assert tree.children(()) == ["Home", "Apparel"]
+    assert tree.children(("Home", "Kitchen")) == ["Mugs", "Skillets"]
+    assert tree.is_leaf(("Home", "Garden")) and not tree.is_leaf(("Home",)) and tree.depth == 3
+    shop = tmp_path / "categories.txt"
+    shop.write_text("# Shopify\n\ngid://shopify/TaxonomyCategory/ap : Animals\n"
+                    "gid://shopify/TaxonomyCategory/ap-1 : Animals > Live Animals\n")
+    t = Taxonomy.load(shop)
+    assert t.children(()) == ["Animals"] and t.children(("Animals",)) == ["Live Animals"]
+    flat = tmp_path / "labels.txt"
+    flat.write_text("TVs\nFridges\n")
+    assert Taxonomy.load(flat).flat and len(Taxonomy.load(flat)) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        Taxonomy.load(bad)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no categories"):
+        Taxonomy.load(empty)
+
+
+def test_batched_scores_equal_one_at_a_time(tiny_backend):
+    """Left padding must not change a score: a batch of mixed lengths equals one-by-one scoring."""
+    reqs = [ScoreRequest(({"role": "user", "content": t}, ), c)
+            for t, c in [("short", "Mugs"), ("a much longer product title here", "Skillets"), ("x", "Jeans")]]
+    batched = tiny_backend.score(reqs)
+    single = [tiny_backend.score([r])[0] for r in reqs]
+    assert batched == pytest.approx(single, abs=1e-4)
+    assert all(s < 0 for s in batched)
+
+
+@pytest.mark.parametrize("scored", [True, False], ids=["scored", "choice-decoded"])
+def test_every_answer_is_a_real_leaf_path(tiny_backend, tree, scored):
+    task = Classify(taxonomy=tree, top_k=2, max_scored_choices=64 if scored else 0)
+    results = classify_many(tiny_backend, task, PRODUCTS)
+    assert [r.id for r in results] == ["a", "b", "c"]
+    for r in results:
+        assert r.ok and tuple(r.path) in tree and tree.is_leaf(r.path) and r.label == r.path[-1]
+        assert 0 < r.confidence <= 1 + 1e-6 and r.needs_review == (r.confidence < 0.5)
+        probs = [p for _, p in r.alternatives]
+        assert probs == sorted(probs, reverse=True) and len(probs) <= 2
+        if scored:
+            assert r.alternatives[0] == (" > ".join(r.path), pytest.approx(r.confidence))
+
+
+def test_a_bad_answer_becomes_an_error_record_and_the_rest_go_on(scripted, tree):
+    def script(req, call):
+        text = req.prompt[-1]["content"]
+        if "mug" in text:
+            return "Kitchenware"  # never a valid choice
+        opts = text.split("Choose one: ")[1].split(" | ")
+        return opts[0]
+
+    results = classify_many(scripted(script), Classify(taxonomy=tree), PRODUCTS)
+    assert not results[0].ok and results[0].id == "a" and "not a category" in results[0].error
+    assert results[1].ok and results[1].path == ["Home", "Kitchen", "Mugs"]
+
+
+def test_classification_metric():
+    golds = [("A", "x"), ("A", "y"), ("B", "z"), ("B", "z")]
+    preds = [("A", "x"), ("A", "x"), ("B", "z"), None]
+    s = score_classification(golds, preds)
+    assert s["accuracy"] == 0.5 and s["failures"] == 1
+    assert s["level_accuracy"] == [0.75, 0.5]
+    assert s["per_label"]["x"]["precision"] == 0.5 and s["per_label"]["z"]["recall"] == 0.5
+    assert math.isclose(s["macro_f1"], (2 / 3 + 0 + 2 / 3) / 3)
+
+
+def test_eval_sample_never_shares_a_group_with_the_demonstration_pool():
+    rows = [ClassGold(Product(id=str(i), title=f"t{i}"), ("L",), str(i // 3)) for i in range(30)]
+    sample, pool = split_by_group(rows, 5, seed=1)
+    assert len(sample) == 5 and {r.group for r in sample}.isdisjoint({r.group for r in pool})
+    assert split_by_group(rows, 5, seed=1)[0] == sample  # seeded
+
+
+def test_cli_classify_and_eval(tmp_path, tiny_model_dir, capsys):
+    tax = tmp_path / "tax.json"
+    tax.write_text(json.dumps(TREE))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "title": "red mug"}) + "\nnot json\n" + json.dumps({"id": "b", "title": "jeans"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["classify", str(src), "-o", str(out), "--taxonomy", str(tax), "--model", str(tiny_model_dir), "-q"]
+    assert main(args) == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(str(r["id"]) for r in recs) == ["a", "b", "line:2"]
+    assert all(r["ok"] is False for r in recs if r["id"] == "line:2")
+    assert main([*args, "--resume"]) == 0 and len(out.read_text().splitlines()) == 3  # nothing duplicated
+
+    csv = tmp_path / "dev.csv"
+    csv.write_text("Product ID,Product Title,Cluster ID,Category Label\n"
+                   + "".join(f"{i},item {i} {lab},{i // 2},{lab}\n" for i, lab in enumerate(["TVs", "Fridges"] * 6)))
+    rep_dir = tmp_path / "eval"
+    assert main(["eval", "classify", "--data", str(csv), "--limit", "4", "--examples", str(csv), "--shots", "2",
+                 "--model", str(tiny_model_dir), "-o", str(rep_dir)]) == 0
+    rep = json.loads((rep_dir / "report.json").read_text())
+    assert rep["summary"]["products"] == 4 and rep["confusion"]["labels"] == ["Fridges", "TVs"]
+    assert sum(map(sum, rep["confusion"]["matrix"])) == 4 and rep["provenance"]["shots"] == 2
+    assert (rep_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accuracy" in capsys.readouterr().out
