@@ -1,5 +1,6 @@
 # facet: two entry points (see README).
 #   make demo   set everything up, then extract attributes from examples/products.jsonl with the default model
+#               and classify them into examples/taxonomy.json
 #   make test   set everything up, then run the whole test suite (fast tests + slow real-model tests)
 PY      ?= python3
 VENV    ?= .venv
@@ -21,8 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet extract examples/products.jsonl -o out/attributes.jsonl --overwrite \
 	    --attributes examples/attributes.json --examples examples/demonstrations.jsonl
-	@echo "--- first results (out/attributes.jsonl):"
-	@head -n 3 out/attributes.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/facet classify examples/products.jsonl -o out/categories.jsonl --overwrite \
+	    --taxonomy examples/taxonomy.json
+	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl):"
+	@head -n 3 out/attributes.jsonl out/categories.jsonl
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow or not slow" -q

@@ -49,14 +49,26 @@ def test_taxonomy_formats(tmp_path, tree):
         Taxonomy.load(empty)
 
 
-def test_batched_scores_equal_one_at_a_time(tiny_backend):
-    """Left padding must not change a score: a batch of mixed lengths equals one-by-one scoring."""
-    reqs = [ScoreRequest(({"role": "user", "content": t}, ), c)
-            for t, c in [("short", "Mugs"), ("a much longer product title here", "Skillets"), ("x", "Jeans")]]
-    batched = tiny_backend.score(reqs)
-    single = [tiny_backend.score([r])[0] for r in reqs]
-    assert batched == pytest.approx(single, abs=1e-4)
-    assert all(s < 0 for s in batched)
+def test_scores_with_a_shared_prompt_cache_equal_a_full_forward_pass(tiny_backend):
+    """Choices of different lengths scored through one shared prompt cache give exactly the
+    log-probability of prompt+choice+end computed in one plain forward pass."""
+    import torch
+
+    tok, model = tiny_backend.tokenizer, tiny_backend.model
+    prompt = ({"role": "user", "content": "a much longer product title here"},)
+    choices = ["Mugs", "Skillets and frying pans", "x", "Jeans"]
+    reqs = [ScoreRequest(prompt, c) for c in choices] + [ScoreRequest(({"role": "user", "content": "short"},), "Mugs")]
+    got = tiny_backend.score(reqs)
+
+    def reference(r):
+        p = tok(tiny_backend.prompt_text(r), add_special_tokens=False).input_ids
+        c = tok(r.continuation, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
+        return sum(float(logp[len(p) + t - 1, c[t]]) for t in range(len(c)))
+
+    assert got == pytest.approx([reference(r) for r in reqs], abs=1e-4)
+    assert all(s < 0 for s in got)
 
 
 @pytest.mark.parametrize("scored", [True, False], ids=["scored", "choice-decoded"])

@@ -71,39 +71,47 @@ class TransformersBackend:
                 )
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
-        """Sum of log-probabilities of each continuation plus the end-of-turn token, in one pass per batch."""
+        """Sum of log-probabilities of each continuation plus the end-of-turn token.
+
+        Requests sharing a prompt (the choices of one question) share its forward pass: the prompt
+        is encoded once and its KV cache is repeated for all continuations.
+        """
         import torch
 
         self._check_adapters(requests)
         end = self.tokenizer.eos_token_id
-        seqs = []
-        for r in requests:
-            p = self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids
-            c = self.tokenizer(r.continuation, add_special_tokens=False).input_ids + ([end] if end is not None else [])
-            seqs.append((p, c))
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-        out = [0.0] * len(seqs)
-        step = max(1, self.batch_size * 2)
-        for start in range(0, len(order), step):
-            idx = order[start : start + step]
-            width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
-            ids = torch.full((len(idx), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                full = seqs[i][0] + seqs[i][1]
-                ids[row, width - len(full) :] = torch.tensor(full)
-                mask[row, width - len(full) :] = 1
-            kwargs = {}
-            if hasattr(self.model, "peft_config"):
-                kwargs["adapter_names"] = [requests[i].adapter or "__base__" for i in idx]
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((self.prompt_text(r), r.adapter), []).append(i)
+        out = [0.0] * len(requests)
+        peft = hasattr(self.model, "peft_config")
+        for (text, adapter), idx in groups.items():
+            p = self.tokenizer(text, add_special_tokens=False).input_ids
+            conts = [self.tokenizer(requests[i].continuation, add_special_tokens=False).input_ids
+                     + ([end] if end is not None else []) for i in idx]
+            n, width = len(conts), max(len(c) for c in conts)
+            ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
+            for row, c in enumerate(conts):
+                ids[row, : len(c)] = torch.tensor(c)  # right padding: padded tail never affects real tokens
             with torch.inference_mode():
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions as generate() sets them
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], -1)
-            for row, i in enumerate(idx):
-                n = len(seqs[i][1])
-                targets = ids[row, width - n :]
-                out[i] = float(logp[row, width - n - 1 : width - 1].gather(-1, targets[:, None]).sum())
+                first = self.model(input_ids=torch.tensor([p]), use_cache=True,
+                                   **({"adapter_names": [adapter or "__base__"]} if peft else {}))
+                head = torch.log_softmax(first.logits[0, -1].float(), -1)
+                cache = first.past_key_values
+                cache.batch_repeat_interleave(n)
+                rest = self.model(
+                    input_ids=ids,
+                    attention_mask=torch.ones((n, len(p) + width), dtype=torch.long),
+                    position_ids=torch.arange(len(p), len(p) + width).expand(n, -1),
+                    past_key_values=cache,
+                    **({"adapter_names": [adapter or "__base__"] * n} if peft else {}),
+                )
+                logp = torch.log_softmax(rest.logits.float(), -1)
+            for row, (i, c) in enumerate(zip(idx, conts)):
+                total = float(head[c[0]])
+                for t in range(1, len(c)):
+                    total += float(logp[row, t - 1, c[t]])
+                out[i] = total
         return out
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:

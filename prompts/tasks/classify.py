@@ -9,6 +9,7 @@ confidence comes from the chosen tokens' log-probabilities (no alternatives then
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -37,10 +38,13 @@ class Classify:
     top_k: int = 3
     review_below: float = 0.5
     max_scored_choices: int = 64  # beyond this a level is decoded under a choice constraint instead
+    calibrate: bool = True  # divide choice probabilities by those for a content-free input (Zhao et al. 2021)
     max_input_chars: int = 1000
     adapter: str | None = None
 
-    def messages(self, product: Product, path: tuple[str, ...] = ()) -> list:
+    def messages(self, product: Product, path: tuple[str, ...] = (), content_free: bool = False) -> list:
+        """The prompt for one level. ``content_free``: the same prompt (same demonstrations) with the
+        product replaced by "N/A", used to calibrate away the model's bias towards some choices."""
         product = product.model_copy(update={"title": product.title[: self.max_input_chars],
                                              "description": (product.description or "")[: self.max_input_chars]
                                              or None, "category": None})
@@ -50,6 +54,8 @@ class Classify:
             ex_path = tuple(ex.output["category"].split(SEP))
             if ex_path[: len(path)] == path and len(ex_path) > len(path) and ex_path[len(path)] in options:
                 demos.append({"product": ex.product, "path": list(path), "answer": ex_path[len(path)]})
+        if content_free:
+            product = Product(id=product.id, title="N/A")
         return render_messages(self.template, product=product, path=list(path), options=options,
                                examples=demos[-self.shots :] if self.shots else [])
 
@@ -90,17 +96,28 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
                   if scorable and len(task.taxonomy.children(path)) <= task.max_scored_choices]
         decoded = [i for i in state if i not in set(scored)]
         if scored:
-            reqs, spans = [], []
+            reqs, spans, free_at = [], [], {}
             for i in scored:
                 path = state[i][0]
                 prompt = tuple(task.messages(products[i], path))
                 opts = task.taxonomy.children(path)
                 spans.append((len(reqs), opts))
                 reqs += [ScoreRequest(prompt, o, task.adapter) for o in opts]
+            if task.calibrate:
+                for i in scored:
+                    key = json.dumps(task.messages(products[i], state[i][0], content_free=True))
+                    if key not in free_at:  # zero-shot: one content-free prompt per taxonomy node
+                        free_at[key] = len(reqs)
+                        reqs += [ScoreRequest(tuple(json.loads(key)), o, task.adapter)
+                                 for o in task.taxonomy.children(state[i][0])]
             logps = backend.score(reqs)
             stats.calls += 1
             for i, (start, opts) in zip(scored, spans):
-                probs = _softmax(logps[start : start + len(opts)])
+                lp = logps[start : start + len(opts)]
+                if task.calibrate:
+                    f = free_at[json.dumps(task.messages(products[i], state[i][0], content_free=True))]
+                    lp = [a - b for a, b in zip(lp, logps[f : f + len(opts)])]
+                probs = _softmax(lp)
                 path, p = state[i]
                 ranked = sorted(zip(opts, probs), key=lambda x: -x[1])
                 alts[i] = [(SEP.join((*path, o)), p * q) for o, q in ranked[: task.top_k]]
