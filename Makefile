@@ -23,7 +23,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet extract examples/products.jsonl -o out/attributes.jsonl --overwrite \
 	    --attributes examples/attributes.json --examples examples/demonstrations.jsonl
 	HF_HUB_OFFLINE=1 $(BIN)/facet classify examples/products.jsonl -o out/categories.jsonl --overwrite \
-	    --taxonomy examples/taxonomy.json
+	    --taxonomy examples/taxonomy.json --examples examples/labelled.jsonl
 	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl):"
 	@head -n 3 out/attributes.jsonl out/categories.jsonl
 

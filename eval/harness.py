@@ -13,25 +13,23 @@ from eval.report import file_hash, provenance
 from prompts.render import template_hash
 
 
+def _timed(results, total: int, desc: str, progress: bool) -> tuple[list, float]:
+    """Drain a result stream under a progress bar; the results and the seconds it took."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out = list(tqdm(results, total=total, desc=desc, unit="product", disable=not progress))
+    return out, time.perf_counter() - start
+
+
 def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = None,
                         batch_size: int = 16, progress: bool = True, **prov) -> dict:
     rows = read_extraction_gold(data)[:limit]
     products = [r.product for r in rows]
     stats = RunStats()
-    start = time.perf_counter()
-    results = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(products), desc="extract", unit="product")
-    for res in iter_task(backend, task, products, chunk_size=max(batch_size * 2, 16), stats=stats):
-        results.append(res)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
+    results, seconds = _timed(
+        iter_task(backend, task, products, chunk_size=max(batch_size * 2, 16), stats=stats), len(products),
+        "extract", progress)
     preds = [r.as_dict() if r.ok else None for r in results]
     score = score_extraction([r.gold for r in rows], preds, [p.category for p in products])
     attrs = sorted(
@@ -83,21 +81,10 @@ def evaluate_classification(backend, task, data: str | Path, *, limit: int | Non
 
     rows, _ = split_by_group(read_classification_gold(data), limit, seed)
     stats = RunStats()
-    start = time.perf_counter()
-    results = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(rows), desc="classify", unit="product")
-    for i in range(0, len(rows), batch_size):
-        chunk = [r.product for r in rows[i : i + batch_size]]
-        results += classify_many(backend, task, chunk, stats=stats)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
+    products = [r.product for r in rows]
+    chunks = (res for i in range(0, len(products), batch_size)
+              for res in classify_many(backend, task, products[i : i + batch_size], stats=stats))
+    results, seconds = _timed(chunks, len(products), "classify", progress)
     preds = [tuple(r.path) if r.ok else None for r in results]
     score = score_classification([r.path for r in rows], preds)
     labels = sorted({r.path[-1] for r in rows} | {p[-1] for p in preds if p})

@@ -71,9 +71,10 @@ def test_scores_with_a_shared_prompt_cache_equal_a_full_forward_pass(tiny_backen
     assert all(s < 0 for s in got)
 
 
-@pytest.mark.parametrize("scored", [True, False], ids=["scored", "choice-decoded"])
-def test_every_answer_is_a_real_leaf_path(tiny_backend, tree, scored):
-    task = Classify(taxonomy=tree, top_k=2, max_scored_choices=64 if scored else 0)
+@pytest.mark.parametrize(("scored", "calibrate"), [(True, False), (True, True), (False, False)],
+                         ids=["scored", "scored-calibrated", "choice-decoded"])
+def test_every_answer_is_a_real_leaf_path(tiny_backend, tree, scored, calibrate):
+    task = Classify(taxonomy=tree, top_k=2, max_scored_choices=64 if scored else 0, calibrate=calibrate)
     results = classify_many(tiny_backend, task, PRODUCTS)
     assert [r.id for r in results] == ["a", "b", "c"]
     for r in results:

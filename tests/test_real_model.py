@@ -60,3 +60,16 @@ def test_missing_model_is_one_clear_error(tmp_path):
     bad.write_bytes(b"not a gguf")
     with pytest.raises(ModelNotFoundError, match="Could not read GGUF"):
         Engine(model=str(bad)).extract("x")
+
+
+def test_few_shot_classification_on_the_real_model(engine):
+    """Real titles into the demo taxonomy with the shipped labelled demonstrations: real paths, and
+    most of them right (the products' own category names are not shown to the model)."""
+    from eval.datasets import read_classification_gold
+
+    demos = [(r.product, r.path) for r in read_classification_gold(ROOT / "examples/labelled.jsonl")]
+    rows = [json.loads(x) for x in (ROOT / "examples/products.jsonl").read_text().splitlines()][:6]
+    results = engine.classify_many(rows, taxonomy=ROOT / "examples/taxonomy.json", examples=demos)
+    assert all(r.ok and r.path and 0 < r.confidence <= 1 for r in results), results
+    right = sum(r.label == row["category"] or row["category"] in r.path for r, row in zip(results, rows))
+    assert right >= 3, [(row["title"], r.path) for r, row in zip(results, rows)]
