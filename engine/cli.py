@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    m.add_argument("--backend", choices=["transformers", "openai"], default="transformers",
+                   help="'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
+                   "the served model name and --adapter NAME must be served as NAME (--lora-modules NAME=PATH)")
+    m.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai backend: server URL")
+    m.add_argument("--concurrency", type=int, default=8, help="openai backend: requests in flight (default 8)")
 
 
 def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = True) -> None:
@@ -98,6 +104,9 @@ def _backend(args):
     return load_backend(EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
         dtype=args.dtype, adapters={"extract": args.adapter} if args.adapter else {},
+        backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
+        or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
+        api_key=os.environ.get("FACET_API_KEY"),
     ))
 
 
@@ -188,6 +197,9 @@ def _classify_backend(args):
     return load_backend(EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
         dtype=args.dtype, adapters={"classify": args.adapter} if args.adapter else {},
+        backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
+        or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
+        api_key=os.environ.get("FACET_API_KEY"),
     ))
 
 

@@ -11,7 +11,10 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(default="smollm2-135m", description="'smollm2-135m', an HF folder or a .gguf file")
-    backend: Literal["transformers"] = "transformers"
+    backend: Literal["transformers", "openai"] = "transformers"
+    base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai backend: the server's /v1 URL")
+    api_key: str | None = Field(default=None, description="openai backend: bearer token, if the server wants one")
+    concurrency: int = Field(default=8, ge=1, le=256, description="openai backend: requests in flight")
     grammar: Literal["llguidance", "xgrammar"] = "llguidance"
     batch_size: int = Field(default=16, ge=1, le=512)
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -37,4 +40,9 @@ def load_backend(config: EngineConfig):
             batch_size=config.batch_size,
             adapters=config.adapters,
         )
+    if config.backend == "openai":
+        from engine.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(config.base_url, config.model, api_key=config.api_key,
+                             concurrency=config.concurrency, adapters=config.adapters)
     raise ValueError(f"unknown backend {config.backend!r}")

@@ -1,0 +1,157 @@
+"""The openai backend against a fake OpenAI-compatible server on 127.0.0.1: request shape, retries,
+invalid answers, a dead server, and a batch job that resumes after the server dies mid-run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from engine.backends.openai import OpenAIBackend, valid
+from engine.cli import main
+from engine.errors import EngineError
+from engine.runner import run_task
+from engine.types import Choice, JsonSchema, Regex, Request
+from prompts.tasks.extract import Extract
+from schemas import AttributeSchema, Product
+
+
+class FakeServer:
+    """``answer(body, n)`` -> (status, json or text); n counts requests from 1."""
+
+    def __init__(self, answer):
+        self.answer, self.bodies = answer, []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    outer.bodies.append(body)
+                    n = len(outer.bodies)
+                status, payload = outer.answer(body, n)
+                data = (json.dumps(payload) if not isinstance(payload, str) else payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def chat(text, finish="stop"):
+    return {"choices": [{"message": {"content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+
+def brand_of(body):
+    title = body["messages"][-1]["content"].split("Title: ")[1].split("\n")[0]
+    return json.dumps({"Brand": title.split()[0], "Color": None})
+
+
+SCHEMA = AttributeSchema.from_mapping({"*": ["Brand", "Color"]})
+
+
+@pytest.fixture()
+def server(request):
+    servers = []
+
+    def start(answer):
+        s = FakeServer(answer)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_requests_carry_the_schema_as_response_format_and_pick_the_adapter_by_name(server):
+    srv = server(lambda body, n: (200, chat(brand_of(body))))
+    backend = OpenAIBackend(srv.url, "base-model", adapters={"extract": "x"}, concurrency=4)
+    task = Extract(attribute_schema=SCHEMA, adapter="extract")
+    products = [Product(id=str(i), title=f"Acme{i} mug") for i in range(6)]
+    results = run_task(backend, task, products)
+    assert [r.as_dict() for r in results] == [{"Brand": f"Acme{i}"} for i in range(6)]
+    body = srv.bodies[0]
+    assert body["model"] == "extract" and "guided_json" not in body
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == task.schema(products[0])
+
+
+def test_choice_and_regex_go_as_structured_outputs(server):
+    srv = server(lambda body, n: (200, chat("b")))
+    backend = OpenAIBackend(srv.url, "m")
+    backend.generate([Request("q", Choice(("a", "b"))), Request("q", Regex("[ab]"))])
+    assert [b["structured_outputs"] for b in srv.bodies] == [{"choice": ["a", "b"]}, {"regex": "[ab]"}]
+
+
+def test_429_and_5xx_are_retried_with_backoff(server):
+    srv = server(lambda body, n: (503, "busy") if n <= 2 else (429, "slow down") if n == 3 else (200, chat("a")))
+    backend = OpenAIBackend(srv.url, "m", backoff=0.01, concurrency=1)
+    assert backend.generate([Request("q", Choice(("a",)))])[0].text == "a"
+    assert len(srv.bodies) == 4
+
+
+def test_a_client_error_is_not_retried_and_names_the_server(server):
+    srv = server(lambda body, n: (400, "bad schema"))
+    with pytest.raises(EngineError, match="HTTP 400.*bad schema"):
+        OpenAIBackend(srv.url, "m", backoff=0.01).generate([Request("q")])
+    assert len(srv.bodies) == 1
+
+
+def test_an_answer_that_breaks_the_schema_becomes_an_error_record(server):
+    srv = server(lambda body, n: (200, chat('{"Brand": 1')))  # a server ignoring the constraint
+    backend = OpenAIBackend(srv.url, "m", backoff=0.01)
+    (res,) = run_task(backend, Extract(attribute_schema=SCHEMA), [Product(id="p", title="Acme mug")])
+    assert not res.ok and res.raw == '{"Brand": 1' and backend.invalid == 2  # asked, re-asked once
+
+
+def test_local_validation():
+    schema = JsonSchema({"type": "object", "properties": {"a": {"enum": ["x", None]}}, "required": ["a"]})
+    assert valid('{"a":"x"}', schema) and not valid('{"a":"y"}', schema) and not valid("{", schema)
+    assert valid("b", Choice(("a", "b"))) and not valid("c", Choice(("a", "b")))
+
+
+def test_a_dead_server_fails_clearly_after_retries():
+    with pytest.raises(EngineError, match="no answer after 2 attempts"):
+        OpenAIBackend("http://127.0.0.1:9/v1", "m", retries=2, backoff=0.01).generate([Request("q")])
+
+
+def test_batch_job_resumes_after_the_server_dies_with_no_loss_or_duplicates(server, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Brand{i} mug"}) + "\n" for i in range(10)))
+    out = tmp_path / "out.jsonl"
+    dying = server(lambda body, n: (200, chat(brand_of(body))) if n <= 4 else (503, "gone"))
+    args = ["extract", str(src), "-o", str(out), "--backend", "openai", "--model", "m", "-q",
+            "--batch-size", "2", "--concurrency", "1", "--attributes", str(tmp_path / "attrs.json")]
+    (tmp_path / "attrs.json").write_text(json.dumps({"*": ["Brand", "Color"]}))
+    import engine.backends.openai as mod
+
+    orig = mod.OpenAIBackend.__init__
+    mod.OpenAIBackend.__init__ = lambda self, *a, **k: orig(self, *a, **{**k, "retries": 2, "backoff": 0.01})
+    try:
+        assert main([*args, "--base-url", dying.url]) == 2  # the run stops with a clear error...
+        first = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+        assert first == ["p0", "p1", "p2", "p3"]  # ...keeping what was done
+        alive = server(lambda body, n: (200, chat(brand_of(body))))
+        assert main([*args, "--base-url", alive.url, "--resume"]) == 0
+    finally:
+        mod.OpenAIBackend.__init__ = orig
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in recs) == sorted(f"p{i}" for i in range(10))
+    assert all(r["ok"] for r in recs) and len(alive.bodies) == 6
