@@ -95,7 +95,8 @@ class Engine:
         """ClassificationResult (path, label, confidence, alternatives, needs_review) or ErrorRecord per product.
 
         ``taxonomy``: a :class:`Taxonomy`, a file (Shopify categories.txt, 'A > B' lines, JSON), or a list
-        of labels; defaults to the one given to the Engine. ``examples``: labelled (product, path) pairs.
+        of labels; defaults to the one given to the Engine. ``examples``: labelled (product, path) pairs, or a
+        file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV).
         """
         from prompts.tasks.classify import Classify, classify_many, labelled_pool
         from schemas.taxonomy import Taxonomy
@@ -108,6 +109,10 @@ class Engine:
         elif isinstance(tax, (list, tuple)):
             tax = Taxonomy.from_labels(tax)
         pool = None
+        if isinstance(examples, (str, Path)):
+            from eval.datasets import read_classification_gold
+
+            examples = [(r.product, r.path) for r in read_classification_gold(examples)]
         if examples is not None:
             pool = labelled_pool([(as_product(p, i), tuple(path.split(" > ")) if isinstance(path, str) else tuple(path))
                                  for i, (p, path) in enumerate(examples)])
