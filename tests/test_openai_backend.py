@@ -87,7 +87,8 @@ def test_requests_carry_the_schema_as_response_format_and_pick_the_adapter_by_na
     products = [Product(id=str(i), title=f"Acme{i} mug") for i in range(6)]
     results = run_task(backend, task, products)
     assert [r.as_dict() for r in results] == [{"Brand": f"Acme{i}"} for i in range(6)]
-    body = srv.bodies[0]
+    body = next(b for b in srv.bodies if "Acme0 mug" in b["messages"][-1]["content"])  # requests run concurrently
+    assert len(srv.bodies) == 6
     assert body["model"] == "extract" and "guided_json" not in body
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"] == task.schema(products[0])
