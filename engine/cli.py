@@ -98,12 +98,13 @@ def _task(args, attribute_schema=None):
     )
 
 
-def _backend(args):
+def _backend(args, task: str = "extract"):
+    """The backend the options ask for; --adapter is served under the task's name."""
     from engine.config import EngineConfig, load_backend
 
     return load_backend(EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
-        dtype=args.dtype, adapters={"extract": args.adapter} if args.adapter else {},
+        dtype=args.dtype, adapters={task: args.adapter} if args.adapter else {},
         backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
         or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
         api_key=os.environ.get("FACET_API_KEY"),
@@ -191,25 +192,13 @@ def _classify_task(args, taxonomy=None):
                     adapter="classify" if getattr(args, "adapter", None) else None)
 
 
-def _classify_backend(args):
-    from engine.config import EngineConfig, load_backend
-
-    return load_backend(EngineConfig(
-        model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
-        dtype=args.dtype, adapters={"classify": args.adapter} if args.adapter else {},
-        backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
-        or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
-        api_key=os.environ.get("FACET_API_KEY"),
-    ))
-
-
 def cmd_classify(args) -> int:
     from prompts.tasks.classify import classify_many
 
     task = _classify_task(args)
 
     def process(todo, stats):
-        backend = _classify_backend(args)
+        backend = _backend(args, "classify")
         for i in range(0, len(todo), args.batch_size):
             yield from classify_many(backend, task, todo[i : i + args.batch_size], stats=stats)
 
@@ -299,7 +288,7 @@ def _eval_classify(args) -> int:
                   file=sys.stderr)
         args.examples = labelled_pool([(r.product, r.path) for r in pool_rows])
     task = _classify_task(args, taxonomy)
-    report = evaluate_classification(_classify_backend(args), task, args.data, limit=args.limit, seed=args.seed,
+    report = evaluate_classification(_backend(args, "classify"), task, args.data, limit=args.limit, seed=args.seed,
                                      batch_size=args.batch_size, model=args.model, adapter_path=args.adapter)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
