@@ -173,14 +173,13 @@ def cmd_extract(args) -> int:
     return _run_jsonl(args, "extract", process)
 
 
-def _classify_task(args, taxonomy=None):
-    from prompts.examples import ExamplePool
+def _classify_task(args, taxonomy=None, examples=None):
+    """The classify task from the options; ``taxonomy``/``examples`` (a pool) override --taxonomy/--examples."""
     from prompts.tasks.classify import Classify
     from schemas.taxonomy import Taxonomy
 
     if taxonomy is None:
         taxonomy = Taxonomy.load(args.taxonomy)
-    examples = args.examples if isinstance(args.examples, ExamplePool) else None
     if examples is None and args.examples:
         from eval.datasets import read_classification_gold
         from prompts.tasks.classify import labelled_pool
@@ -279,16 +278,19 @@ def _eval_classify(args) -> int:
     from schemas.taxonomy import Taxonomy
 
     rows = read_classification_gold(args.data)
+    sample, rest = split_by_group(rows, args.limit, args.seed)
     taxonomy = Taxonomy.load(args.taxonomy) if args.taxonomy else Taxonomy([r.path for r in rows], "labels of data")
+    pool = None
     if args.examples:
-        pool_rows = read_classification_gold(args.examples)
         if Path(args.examples).resolve() == Path(args.data).resolve():
-            _, pool_rows = split_by_group(rows, args.limit, args.seed)  # never a product's own group
-            print(f"facet: demonstrations from the {len(pool_rows)} rows outside the sample and its product groups",
+            pool_rows = rest  # never a product's own group
+            print(f"facet: demonstrations from the {len(rest)} rows outside the sample and its product groups",
                   file=sys.stderr)
-        args.examples = labelled_pool([(r.product, r.path) for r in pool_rows])
-    task = _classify_task(args, taxonomy)
-    report = evaluate_classification(_backend(args, "classify"), task, args.data, limit=args.limit, seed=args.seed,
+        else:
+            pool_rows = read_classification_gold(args.examples)
+        pool = labelled_pool([(r.product, r.path) for r in pool_rows])
+    task = _classify_task(args, taxonomy, pool)
+    report = evaluate_classification(_backend(args, "classify"), task, args.data, sample, seed=args.seed,
                                      batch_size=args.batch_size, model=args.model, adapter_path=args.adapter)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from eval.datasets import read_extraction_gold
-from eval.metrics import slot_outcome
 
 
 def load_run(spec: str) -> tuple[str, dict]:
@@ -28,15 +27,13 @@ def slots_of(report: dict) -> list[dict]:
     """Per-slot outcomes; rebuilt from the predictions and the gold file for reports that lack them."""
     if report.get("slots"):
         return report["slots"]
+    from eval.harness import slot_records
+
     gold = {r.product.id: r.gold for r in read_extraction_gold(report["data"])}
     out = []
     for pred in report["predictions"]:
         values = {a["name"]: a["value"] for a in pred.get("attributes", [])} if pred.get("ok") else None
-        for attr, g in gold.get(pred["id"], {}).items():
-            p = values.get(attr) if values is not None else None
-            c = slot_outcome(g, p)
-            out.append({"id": pred["id"], "attribute": attr, "gold": sorted(g or []),
-                        "predicted": p if values is not None else "<failed>", "correct": c.fp == c.fn == 0})
+        out += slot_records(pred["id"], gold.get(pred["id"], {}), values)
     return out
 
 
@@ -70,14 +67,15 @@ def compare(runs: list[tuple[str, dict]], examples: int = 10) -> dict:
     base_slots = {(s["id"], s["attribute"]): s for s in slots_of(base)}
     for label, rep in runs[1:]:
         fixed, broken = [], []
-        for s in slots_of(rep):
+        rep_slots = slots_of(rep)
+        for s in rep_slots:
             b = base_slots.get((s["id"], s["attribute"]))
             if b is None or b["correct"] == s["correct"]:
                 continue
             row = {"id": s["id"], "attribute": s["attribute"], "gold": s["gold"],
                    base_label: b["predicted"], label: s["predicted"]}
             (fixed if s["correct"] else broken).append(row)
-        common = sum(1 for s in slots_of(rep) if (s["id"], s["attribute"]) in base_slots)
+        common = sum(1 for s in rep_slots if (s["id"], s["attribute"]) in base_slots)
         diffs.append({"run": label, "baseline": base_label, "common_slots": common, "fixed": len(fixed),
                       "broken": len(broken), "fixed_examples": fixed[:examples], "broken_examples": broken[:examples]})
     notes = []

@@ -13,6 +13,17 @@ from eval.report import file_hash, provenance
 from prompts.render import template_hash
 
 
+def slot_records(pid: str, gold: dict, pred: dict | None) -> list[dict]:
+    """One record per gold slot of a product: gold, prediction (``<failed>`` for an error) and outcome."""
+    out = []
+    for attr, g in gold.items():
+        p = (pred or {}).get(attr)
+        c = slot_outcome(g, p)
+        out.append({"id": pid, "attribute": attr, "gold": sorted(g or []),
+                    "predicted": p if pred is not None else "<failed>", "correct": c.fp == c.fn == 0})
+    return out
+
+
 def _timed(results, total: int, desc: str, progress: bool) -> tuple[list, float]:
     """Drain a result stream under a progress bar; the results and the seconds it took."""
     from tqdm import tqdm
@@ -44,14 +55,10 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
                    for k, c in categories.items()), key=lambda d: d["f1"])
     mistakes, slots = [], []
     for row, pred in zip(rows, preds):
-        for attr, gold in row.gold.items():
-            p = (pred or {}).get(attr)
-            c = slot_outcome(gold, p)
-            slots.append({"id": row.product.id, "attribute": attr, "gold": sorted(gold or []),
-                          "predicted": p if pred is not None else "<failed>", "correct": c.fp == c.fn == 0})
-            if c.fp or c.fn:
-                mistakes.append({"title": row.product.title, "attribute": attr,
-                                 "gold": sorted(gold or []), "predicted": p if pred is not None else "<failed>"})
+        for s in slot_records(row.product.id, row.gold, pred):
+            slots.append(s)
+            if not s["correct"]:
+                mistakes.append({"title": row.product.title, **{k: s[k] for k in ("attribute", "gold", "predicted")}})
     return {
         "task": "extract",
         "data": str(data),
@@ -71,15 +78,13 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
     }
 
 
-def evaluate_classification(backend, task, data: str | Path, *, limit: int | None = None, seed: int = 0,
+def evaluate_classification(backend, task, data: str | Path, rows: list, *, seed: int = 0,
                             batch_size: int = 16, progress: bool = True, **prov) -> dict:
-    """Score classify on a seeded sample of ``data``. When the task has ``examples``, they are expected to
-    come from the rest of the same file (see :func:`eval.datasets.split_by_group`)."""
-    from eval.datasets import read_classification_gold, split_by_group
+    """Score classify on ``rows`` (ClassGold), a sample of ``data`` drawn with ``seed`` by
+    :func:`eval.datasets.split_by_group`, whose rest is where demonstrations may come from."""
     from eval.metrics import score_classification
     from prompts.tasks.classify import classify_many
 
-    rows, _ = split_by_group(read_classification_gold(data), limit, seed)
     stats = RunStats()
     products = [r.product for r in rows]
     chunks = (res for i in range(0, len(products), batch_size)

@@ -96,7 +96,8 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
         scorable = hasattr(backend, "score")
         scored = [i for i, (path, _) in state.items()
                   if scorable and len(task.taxonomy.children(path)) <= task.max_scored_choices]
-        decoded = [i for i in state if i not in set(scored)]
+        scored_set = set(scored)
+        decoded = [i for i in state if i not in scored_set]
         if scored:
             reqs, spans, free_at = [], [], {}
             for i in scored:
@@ -105,19 +106,21 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
                 opts = task.taxonomy.children(path)
                 spans.append((len(reqs), opts))
                 reqs += [ScoreRequest(prompt, o, task.adapter) for o in opts]
+            free_of: dict[int, int] = {}  # item -> where its content-free scores start
             if task.calibrate:
                 for i in scored:
-                    key = json.dumps(task.messages(products[i], state[i][0], content_free=True))
+                    free = tuple(task.messages(products[i], state[i][0], content_free=True))
+                    key = json.dumps(free)
                     if key not in free_at:  # zero-shot: one content-free prompt per taxonomy node
                         free_at[key] = len(reqs)
-                        reqs += [ScoreRequest(tuple(json.loads(key)), o, task.adapter)
-                                 for o in task.taxonomy.children(state[i][0])]
+                        reqs += [ScoreRequest(free, o, task.adapter) for o in task.taxonomy.children(state[i][0])]
+                    free_of[i] = free_at[key]
             logps = backend.score(reqs)
             stats.calls += 1
             for i, (start, opts) in zip(scored, spans):
                 lp = logps[start : start + len(opts)]
-                if task.calibrate:
-                    f = free_at[json.dumps(task.messages(products[i], state[i][0], content_free=True))]
+                if i in free_of:
+                    f = free_of[i]
                     lp = [a - b for a, b in zip(lp, logps[f : f + len(opts)])]
                 probs = _softmax(lp)
                 path, p = state[i]
