@@ -424,18 +424,18 @@ def _bench_backends(args, task, products) -> int:
                 backend = _backend(opts)
                 if merged:
                     backend.model = "extract"  # the merged server serves only the adapter's name
-                rows[name] = backend_run(backend, task, products)
+                rows[name] = backend_run(backend, task, products, compare_base=not merged)
         else:
             if opts.backend == "vllm":
                 opts.batch_size = max(args.batch_size, 256)
             backend = _backend(opts)
-            rows[name] = backend_run(backend, task, products)
-            if hasattr(backend, "llm"):  # free vLLM's engine before the next backend starts
-                del backend.llm
+            rows[name] = backend_run(backend, task, products, compare_base=not merged)
+            if hasattr(backend, "close"):  # free vLLM's engine before the next backend starts
+                backend.close()
         del backend
         gc.collect()
         print(backends_markdown(rows), file=sys.stderr)
-    report = {"backends": rows, "provenance": provenance(model=args.model, adapter=args.adapter,
+    report = {"backends": rows, "grammar": args.grammar, "provenance": provenance(model=args.model, adapter=args.adapter,
                                                           data=str(args.data), examples=args.examples)}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

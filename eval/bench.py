@@ -67,7 +67,7 @@ def throughput(backend, task, products, batch_sizes) -> list[dict]:
     return rows
 
 
-def backend_run(backend, task, products) -> dict:
+def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
     """One backend, side by side on the same products: constrained with the task's adapter; the same
     requests unconstrained with each row's budget cut to its constrained answer's length (the same
     output lengths, so tokens/s compare like for like); and constrained without the adapter."""
@@ -95,7 +95,7 @@ def backend_run(backend, task, products) -> dict:
            "tokens_per_s": tokens / s, "unconstrained_tokens_per_s": free_tokens / free_s,
            "constrained_vs_unconstrained": (tokens / s) / max(1e-9, free_tokens / free_s),
            "completion_tokens_per_product": tokens / len(products)}
-    if task.adapter is not None:
+    if task.adapter is not None and compare_base:
         try:
             base, base_s = timed([dataclasses.replace(r, adapter=None) for r in reqs])
         except Exception as exc:  # noqa: BLE001 - e.g. a merged-adapter engine serves no base model
