@@ -18,7 +18,7 @@ EPILOG = """examples:
   facet eval extract --data ../shared/data/oa-mine/validation.jsonl --examples ../shared/data/oa-mine/train.jsonl
   facet compare zero-shot=runs/zs adapter=runs/adapter -o runs/compare   # side by side, with charts
   facet train extract --train ../shared/data/oa-mine/train.jsonl --val ../shared/data/oa-mine/validation.jsonl -o adapters/extract
-  facet extract products.jsonl --backend vllm --adapter adapters/extract --merge-adapter --batch-size 128 -o out.jsonl
+  facet extract products.jsonl --backend vllm --adapter adapters/extract --merge-adapter -o out.jsonl
   facet serve --adapter adapters/extract                       # OpenAI-compatible vLLM server for many clients
 
 input: JSON Lines, one product per line: {"id": "p1", "title": "...", "description": "...", "category": "..."}
@@ -57,13 +57,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
     m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default="llguidance",
                    help="grammar engine for constrained decoding (default llguidance)")
-    m.add_argument("--batch-size", type=int, default=16)
+    m.add_argument("--batch-size", type=int, default=None,
+                   help="products per batch (default: 16 for transformers, 128 for vllm and openai, which batch "
+                   "or queue continuously and are faster with more in flight)")
     m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     m.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers",
-                   help="'vllm': the in-process vLLM engine (install with `make setup-vllm`; give it a larger "
-                   "--batch-size, e.g. 256: vLLM batches continuously); 'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
+                   help="'vllm': the in-process vLLM engine (install with `make setup-vllm`); 'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
                    "the served model name and --adapter NAME must be served as NAME (--lora-modules NAME=PATH)")
     m.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai backend: server URL")
     m.add_argument("--concurrency", type=int, default=8, help="openai backend: requests in flight (default 8)")
@@ -579,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "batch_size") and args.batch_size is None:
+        args.batch_size = 16 if getattr(args, "backend", "transformers") == "transformers" else 128
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="facet: %(message)s")
     from engine.errors import FacetError
 
