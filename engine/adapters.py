@@ -10,6 +10,14 @@ from engine.errors import EngineError
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
+def check_known(requests, known, how: str = "pass it with --adapter NAME=PATH") -> None:
+    """Raise one clear EngineError for the first request naming an adapter that is not in ``known``."""
+    for r in requests:
+        if r.adapter is not None and r.adapter not in known:
+            names = ", ".join(sorted(known)) or "none"
+            raise EngineError(f"unknown adapter {r.adapter!r} (loaded: {names}); {how}")
+
+
 def adapter_problems(config: dict) -> list[str]:
     """Reasons an adapter config cannot be served by vLLM (empty list = compatible)."""
     problems = []

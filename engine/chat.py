@@ -7,6 +7,13 @@ from collections.abc import Sequence
 from engine.types import Message
 
 
+def request_text(tokenizer, request) -> str:
+    """A request's prompt as model text: plain strings pass through, chat messages get the chat template."""
+    if isinstance(request.prompt, str):
+        return request.prompt
+    return to_prompt_text(tokenizer, list(request.prompt))
+
+
 def to_prompt_text(tokenizer, messages: Sequence[Message], answer: str | None = None) -> str:
     """Render ``messages`` with the tokenizer's chat template, ready for the assistant's turn.
 

@@ -423,12 +423,8 @@ def _bench_backends(args, task, products) -> int:
                                 log_file=Path(args.output).with_suffix(f".{name}.log")) as url:
                 opts.base_url = url
                 backend = _backend(opts)
-                if merged:
-                    backend.model = "extract"  # the merged server serves only the adapter's name
                 rows[name] = backend_run(backend, task, products, compare_base=not merged)
         else:
-            if opts.backend == "vllm":
-                opts.batch_size = max(args.batch_size, 256)
             backend = _backend(opts)
             rows[name] = backend_run(backend, task, products, compare_base=not merged)
             if hasattr(backend, "close"):  # free vLLM's engine before the next backend starts

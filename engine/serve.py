@@ -32,7 +32,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
     ``merge``: serve the one adapter merged into the weights, under the adapter's name only (vLLM's CPU
     build runs LoRA far slower than a plain model)."""
     from engine.adapters import check_adapter
-    from engine.backends.vllm import GRAMMAR_BACKENDS, lora_rank
+    from engine.backends.vllm import GRAMMAR_BACKENDS, cpu_env, lora_rank, on_cpu
     from engine.models import resolve_model
 
     folder = resolve_model(model)
@@ -45,9 +45,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
         (served, path), = adapters.items()
         folder, adapters = merged_model(folder, path), {}
     if cpu is None:
-        import torch
-
-        cpu = not torch.cuda.is_available()
+        cpu = on_cpu()
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
             "--served-model-name", served, "--host", host, "--port", str(port),
             "--max-model-len", str(max_model_len), "--enable-prefix-caching",
@@ -61,9 +59,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
     env = dict(os.environ)
     if cpu:
         argv += ["--dtype", "float32"]
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        env = {**cpu_env(), **env}  # anything already set in the environment wins
     return argv + list(extra or []), env
 
 

@@ -113,10 +113,9 @@ class OpenAIBackend:
                           completion_tokens=int(usage.get("completion_tokens", 0)), logprobs=logprobs)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        for r in requests:
-            if r.adapter is not None and r.adapter not in self.adapters:
-                known = ", ".join(sorted(self.adapters)) or "none"
-                raise EngineError(f"unknown adapter {r.adapter!r} (served: {known})")
+        from engine.adapters import check_known
+
+        check_known(requests, self.adapters, "serve it with --lora-modules NAME=PATH and pass --adapter NAME")
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._one, requests))
 

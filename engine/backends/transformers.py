@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from engine.backends.grammar import GrammarFactory, RowConstraints
-from engine.chat import to_prompt_text
+from engine.chat import request_text
 from engine.errors import EngineError
 from engine.types import Completion, Request, ScoreRequest
 
@@ -56,10 +56,8 @@ class TransformersBackend:
         self.model.eval()
         self.adapters[name] = path
 
-    def prompt_text(self, request: Request) -> str:
-        if isinstance(request.prompt, str):
-            return request.prompt
-        return to_prompt_text(self.tokenizer, list(request.prompt))
+    def prompt_text(self, request: Request | ScoreRequest) -> str:
+        return request_text(self.tokenizer, request)
 
     def _adapters_for(self, names: list[str | None]):
         """(context, generate kwargs) that run each row with its adapter. A batch with a single adapter
@@ -79,12 +77,9 @@ class TransformersBackend:
         return nullcontext(), {}
 
     def _check_adapters(self, requests) -> None:
-        for r in requests:
-            if r.adapter is not None and r.adapter not in self.adapters:
-                known = ", ".join(sorted(self.adapters)) or "none loaded"
-                raise EngineError(
-                    f"unknown adapter {r.adapter!r} (loaded: {known}); pass it with --adapter NAME=PATH"
-                )
+        from engine.adapters import check_known
+
+        check_known(requests, self.adapters)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         """Sum of log-probabilities of each continuation plus the end-of-turn token.

@@ -21,8 +21,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.adapters import VLLM_RANKS, check_adapter
-from engine.chat import to_prompt_text
+from engine.adapters import VLLM_RANKS, check_adapter, check_known
+from engine.chat import request_text
 from engine.errors import EngineError
 from engine.types import Choice, Completion, JsonSchema, Regex, Request, ScoreRequest
 
@@ -68,20 +68,18 @@ def merged_model(base: Path, adapter: str | Path) -> Path:
     return target
 
 
-def _cpu_defaults(kv_cache_gib: int) -> bool:
-    """Settings for vLLM's CPU build on a small machine (each measured here on 2 cores, 16 titles):
-    one process (no engine-core busy loop stealing a core: 0.15 -> 0.27 products/s), every core for
-    the model (no core reserved for the scheduler), all threads to torch and fp32 (-> 1.0 products/s).
-    Anything already set in the environment wins."""
+def on_cpu() -> bool:
     import torch
 
-    if torch.cuda.is_available():
-        return False
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    return True
+    return not torch.cuda.is_available()
+
+
+def cpu_env(kv_cache_gib: int = 2) -> dict[str, str]:
+    """Environment for vLLM's CPU build on a small machine (measured here on 2 cores, 16 titles): every
+    core for the model (none reserved for the scheduler) and all threads to torch; with fp32 weights and,
+    in process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` this took 0.15 -> 1.0 products/s."""
+    return {"VLLM_CPU_KVCACHE_SPACE": str(int(kv_cache_gib)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+            "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
 
 
 class VLLMBackend:
@@ -90,7 +88,11 @@ class VLLMBackend:
     def __init__(self, model: str | os.PathLike, *, adapters: dict[str, str] | None = None,
                  grammar: str = "xgrammar", max_model_len: int = 4096, kv_cache_gib: int = 2,
                  gpu_memory_utilization: float = 0.85, merge: bool = False, seed: int = 0, **engine_args):
-        cpu = _cpu_defaults(kv_cache_gib)
+        cpu = on_cpu()
+        if cpu:  # anything already set in the environment wins
+            # one process: the engine core's busy loop would otherwise take one of the two cores
+            for key, value in {**cpu_env(kv_cache_gib), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}.items():
+                os.environ.setdefault(key, value)
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -105,9 +107,6 @@ class VLLMBackend:
         # (measured: base rows came back with the adapter's answers), so there each adapter gets its own
         # generate call; on GPU one call mixes adapters, as vLLM intends.
         self.mix_adapters = not cpu
-        # ...and with LoRA enabled it crashes on prompt log-probs (einsum shape error), which score() needs:
-        # classification then decodes under a choice constraint instead of scoring every choice.
-        self.can_score = not (cpu and bool(self.adapters) and not merge)
         folder = Path(model)
         if merge and self.adapters:
             if len(self.adapters) > 1:
@@ -115,10 +114,14 @@ class VLLMBackend:
             (self.merged, path), = self.adapters.items()
             folder = merged_model(folder, path)
         lora = bool(self.adapters) and self.merged is None
+        # ...and with LoRA enabled it crashes on prompt log-probs (einsum shape error), which score() needs:
+        # classification then decodes under a choice constraint instead of scoring every choice.
+        self.can_score = not (cpu and lora)
         if cpu:
             engine_args.setdefault("dtype", "float32")  # bf16 runs ~4x slower on these CPUs (measured)
+        engine_args.setdefault("enable_prefix_caching", True)
         self.llm = LLM(
-            model=str(folder), seed=seed, max_model_len=max_model_len, enable_prefix_caching=engine_args.pop("enable_prefix_caching", True),
+            model=str(folder), seed=seed, max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             structured_outputs_config={"backend": GRAMMAR_BACKENDS[grammar], "disable_any_whitespace": True},
             **({"enable_lora": True, "max_loras": len(self.adapters), "max_lora_rank": lora_rank(self.adapters)}
@@ -158,17 +161,10 @@ class VLLMBackend:
                 raise EngineError(f"this engine serves adapter {self.merged!r} merged into the model; a request for "
                                   f"{adapter or 'the base model'!r} needs an engine without merge")
             return None
-        if adapter is None:
-            return None
-        if adapter not in self._lora:
-            known = ", ".join(sorted(self._lora)) or "none loaded"
-            raise EngineError(f"unknown adapter {adapter!r} (loaded: {known}); pass it with --adapter NAME=PATH")
-        return self._lora[adapter]
+        return self._lora[adapter] if adapter is not None else None
 
     def prompt_text(self, request: Request | ScoreRequest) -> str:
-        if isinstance(request.prompt, str):
-            return request.prompt
-        return to_prompt_text(self.tokenizer, list(request.prompt))
+        return request_text(self.tokenizer, request)
 
     def _params(self, r: Request):
         from vllm import SamplingParams
@@ -206,6 +202,7 @@ class VLLMBackend:
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         if not requests:
             return []
+        check_known(requests, self._lora if self.merged is None else {self.merged})
         outs = self._run([self.prompt_text(r) for r in requests], [self._params(r) for r in requests],
                          [r.adapter for r in requests])
         results = []
@@ -230,10 +227,15 @@ class VLLMBackend:
                               "enabled; use --merge-adapter, no adapter, or the transformers backend")
         if not requests:
             return []
+        check_known(requests, self._lora if self.merged is None else {self.merged})
         end = self.tokenizer.eos_token_id
+        prompt_ids: dict[str, list[int]] = {}  # the choices of one question share its prompt: tokenize it once
         prompts, spans = [], []
         for r in requests:
-            p = self.tokenizer(self.prompt_text(r), add_special_tokens=False).input_ids
+            text = self.prompt_text(r)
+            if text not in prompt_ids:
+                prompt_ids[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+            p = prompt_ids[text]
             c = self.tokenizer(r.continuation, add_special_tokens=False).input_ids + ([end] if end is not None else [])
             prompts.append(TokensPrompt(prompt_token_ids=p + c))
             spans.append((len(p), len(p) + len(c)))
