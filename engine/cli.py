@@ -62,7 +62,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "or queue continuously and are faster with more in flight)")
     m.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: by attribute count)")
     m.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="model weights (default float32: fastest on CPU; use bfloat16 on a GPU)")
+    m.add_argument("--device", default="auto", help="transformers backend: auto (a CUDA GPU when visible), cpu, cuda")
     m.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers",
                    help="'vllm': the in-process vLLM engine (install with `make setup-vllm`); 'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
                    "the served model name and --adapter NAME must be served as NAME (--lora-modules NAME=PATH)")
@@ -111,7 +113,7 @@ def _backend(args, task: str = "extract"):
 
     return load_backend(EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
-        dtype=args.dtype, adapters={task: args.adapter} if args.adapter else {},
+        dtype=args.dtype, device=getattr(args, "device", "auto"), adapters={task: args.adapter} if args.adapter else {},
         backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
         or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
         api_key=os.environ.get("FACET_API_KEY"), merge_adapter=getattr(args, "merge_adapter", False),
@@ -569,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUTPUT")
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (use on GPUs / AMX CPUs; measured >5x slower than fp32 on this 2-core CPU)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when visible), cpu, or cuda")
+    p.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="add up to N changed copies of each training record: comma-separated parts reordered, "
+                   "one value deleted from the title (answer null), lower case (default 0)")
     _add_task_options(p, model=False)
     p.set_defaults(func=cmd_train)
     return parser

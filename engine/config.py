@@ -18,6 +18,8 @@ class EngineConfig(BaseModel):
     grammar: Literal["llguidance", "xgrammar"] = "llguidance"
     batch_size: int = Field(default=16, ge=1, le=512)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="transformers backend: 'auto' (a CUDA GPU when visible), 'cpu' or 'cuda[:N]'")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
     adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> PEFT folder")
     merge_adapter: bool = Field(default=False, description="vllm backend: serve the one adapter merged into the "
@@ -36,7 +38,7 @@ def load_backend(config: EngineConfig):
             torch.set_num_threads(config.threads)
         folder = resolve_model(config.model)
         return TransformersBackend(
-            load_model(folder, config.dtype),
+            load_model(folder, config.dtype, config.device),
             load_tokenizer(folder),
             grammar_engine=config.grammar,
             batch_size=config.batch_size,

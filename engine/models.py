@@ -55,10 +55,9 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
     """Return a Hugging Face folder for ``model``, preparing it from GGUF once if needed."""
     name = str(model) if model is not None else DEFAULT_MODEL
     if name == DEFAULT_MODEL:
-        gguf = default_gguf()
         target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
         if not _is_hf_folder(target) or not (target / "model.safetensors").is_file():
-            convert_gguf(gguf, target)
+            convert_gguf(default_gguf(), target)  # once; later runs need only the prepared folder
         return target
     path = Path(name).expanduser()
     if _is_hf_folder(path):
@@ -124,8 +123,19 @@ def load_tokenizer(folder: Path):
     return tok
 
 
-def load_model(folder: Path, dtype: str = "float32"):
-    """Load a causal LM for CPU inference (fp32 by default: fastest on this CPU for 135M)."""
+def pick_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'. Asking for cuda without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotFoundError(f"--device {device} was asked for, but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def load_model(folder: Path, dtype: str = "float32", device: str = "auto"):
+    """Load a causal LM (fp32 by default: fastest on this CPU for 135M; bf16 is the GPU choice)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -136,5 +146,6 @@ def load_model(folder: Path, dtype: str = "float32"):
             f"Could not load the model in {folder}: {exc}. If this is the facet cache, delete the "
             f"folder and run again to rebuild it."
         ) from exc
+    model.to(pick_device(device))
     model.eval()
     return model

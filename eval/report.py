@@ -14,11 +14,26 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def hardware() -> str:
+    """What ran it: the GPU's name when torch sees one, else the CPU and its core count."""
+    import os
+
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
 def provenance(**extra: Any) -> dict:
     return {
         "command": " ".join(sys.argv),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "hardware": hardware(),
         **extra,
     }
 

@@ -70,3 +70,69 @@ def encode(tokenizer, messages, answer: str, max_len: int) -> dict | None:
     if len(ids) > max_len:
         return None
     return {"input_ids": ids, "labels": [-100] * len(prompt_ids) + answer_ids}
+
+
+AUGMENTATIONS = ("reorder", "drop", "lower")
+
+
+def _consistent(title: str, gold: dict[str, set[str] | None]) -> bool:
+    """Every gold value still appears verbatim in the (changed) title."""
+    return all(any(v in title for v in vals) for vals in gold.values() if vals)
+
+
+def _reorder(title, gold, rng):
+    """Shuffle the comma-separated parts after the first (brand and product name stay in front)."""
+    parts = [s.strip() for s in title.split(",")]
+    if len(parts) < 3:
+        return None
+    rest = parts[1:]
+    rng.shuffle(rest)
+    if rest == parts[1:]:
+        rest = rest[1:] + rest[:1]
+    return ", ".join([parts[0], *rest]), gold
+
+
+def _drop(title, gold, rng):
+    """Delete one attribute's value from the title; its gold becomes absent (the model must answer null)."""
+    names = [n for n, vals in gold.items() if vals and len(gold) > 1]
+    rng.shuffle(names)
+    for name in names:
+        value = max(gold[name], key=len)
+        if title.count(value) != 1:
+            continue
+        new = " ".join(title.replace(value, " ").split())
+        new = new.replace(" ,", ",").replace(",,", ",").strip(" ,-")
+        rest = {n: v for n, v in gold.items() if n != name}
+        if len(new) >= 8 and not any(value in v or v in value for vals in rest.values() if vals for v in vals):
+            return new, rest
+    return None
+
+
+def _lower(title, gold, rng):
+    """Lower-case title and values alike: the answer must copy the text's casing, whatever it is."""
+    return title.lower(), {n: ({v.lower() for v in vals} if vals else vals) for n, vals in gold.items()}
+
+
+def augment(rows: list[GoldProduct], copies: int, seed: int = 0) -> list[GoldProduct]:
+    """Up to ``copies`` changed variants per record (different augmentations, chosen at random), each
+    kept only when every gold value is still a span of the new title. Titles only: descriptions are kept."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    ops = {"reorder": _reorder, "drop": _drop, "lower": _lower}
+    for r in rows:
+        names = list(AUGMENTATIONS)
+        rng.shuffle(names)
+        made = 0
+        for name in names:
+            if made >= copies:
+                break
+            got = ops[name](r.product.title, r.gold, rng)
+            if got is None or got[0] == r.product.title or not _consistent(*got):
+                continue
+            title, gold = got
+            product = r.product.model_copy(update={"title": title, "id": f"{r.product.id}~{name}"})
+            out.append(GoldProduct(product=product, gold=gold))
+            made += 1
+    return out

@@ -41,8 +41,10 @@ class TrainConfig(BaseModel):
     val_fraction: float = 0.1
     seed: int = 0
     threads: int | None = None
+    augment: int = 0  # changed copies per training record (finetune.data.augment)
     checkpoint_every: int = 20  # steps between checkpoints (resume loses at most this many)
-    bf16: bool = False  # bf16 autocast: measured >5x SLOWER than fp32 on this 2-core CPU (see README)
+    bf16: bool = False  # bf16 autocast: measured >5x SLOWER than fp32 on this 2-core CPU (see README); use on GPUs
+    device: str = "auto"  # 'auto': a CUDA GPU when visible, else the CPU
 
     def lora_alpha(self) -> int:
         return self.alpha or 2 * self.rank
@@ -57,7 +59,7 @@ def lora_config(cfg: TrainConfig):
                       target_modules=list(TARGET_MODULES), bias="none", task_type="CAUSAL_LM")
 
 
-def _batches(data: list[dict], size: int, pad_id: int, rng: random.Random | None):
+def _batches(data: list[dict], size: int, pad_id: int, rng: random.Random | None, device="cpu"):
     import torch
 
     order = list(range(len(data)))
@@ -74,7 +76,7 @@ def _batches(data: list[dict], size: int, pad_id: int, rng: random.Random | None
             ids[r, :k] = torch.tensor(d["input_ids"])
             labels[r, :k] = torch.tensor(d["labels"])
             mask[r, :k] = 1
-        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        yield {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
 def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: bool = False) -> float:
@@ -82,10 +84,11 @@ def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: b
 
     model.eval()
     total, count = 0.0, 0
+    device = model.device
     with torch.no_grad():
-        for b in _batches(data, batch_size, pad_id, None):
+        for b in _batches(data, batch_size, pad_id, None, device):
             n = int((b["labels"][:, 1:] != -100).sum())
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 total += float(model(**b).loss) * n
             count += n
     model.train()
@@ -114,8 +117,11 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
+    from engine.models import pick_device
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = get_peft_model(model, lora_config(cfg))
+    device = torch.device(pick_device(cfg.device))
+    model = get_peft_model(model.to(device), lora_config(cfg))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -131,7 +137,7 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
     if resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text())
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt"))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
         sched.load_state_dict(torch.load(ckpt / "scheduler.pt"))
         for _ in range(state["epoch"]):  # replay the shuffles so the data order continues
             rng.shuffle(list(range(len(train_data))))
@@ -142,10 +148,10 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
     t_ck = t0
     stop = False
     while state["step"] < total and not stop:
-        for i, b in enumerate(_batches(train_data, cfg.batch_size, pad_id, rng)):
+        for i, b in enumerate(_batches(train_data, cfg.batch_size, pad_id, rng, device)):
             if i < state["epoch_step"]:
                 continue  # resumed mid-epoch: these batches were already trained on
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = model(**b).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -209,12 +215,13 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     from engine.models import load_model, load_tokenizer, resolve_model
     from eval.datasets import read_extraction_gold, schema_from_gold
     from eval.report import file_hash
-    from finetune.data import DataReport, encode, extract_pairs
+    from finetune.data import DataReport, augment, encode, extract_pairs
     from prompts.render import template_hash
 
     cfg = TrainConfig(task=args.task, model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
-                      bf16=args.bf16)
+                      bf16=args.bf16, device=getattr(args, "device", "auto"),
+                      augment=getattr(args, "augment", 0))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
@@ -237,6 +244,11 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
         train_rows, val_rows = rows[k:], rows[:k]
     report = DataReport()
     pairs = extract_pairs(task, train_rows, report)
+    if cfg.augment:
+        extra = augment(train_rows, cfg.augment, cfg.seed)
+        pairs += extract_pairs(task, extra)
+        print(f"facet: augmentation added {len(pairs) - report.usable} variants (reordered parts, a value dropped "
+              f"from the title, lower case)", file=sys.stderr)
     print(f"facet: training data {args.train}:\n{report.text()}", file=sys.stderr)
     if report.usable < 8:
         raise ValueError(f"only {report.usable} usable training records in {args.train}; need at least 8")

@@ -198,3 +198,23 @@ def test_one_batch_mixes_adapters_per_request(tmp_path, tiny_tokenizer):
     mixed = backend.generate(reqs)
     alone = [backend.generate([r])[0] for r in reqs]
     assert [c.text for c in mixed] == [c.text for c in alone]
+
+
+def test_augmented_variants_keep_every_gold_value_a_span_of_the_title():
+    from eval.datasets import GoldProduct
+    from finetune.data import augment
+
+    rows = [GoldProduct(Product(id="a", title="Acme Travel Mug, Red, 12 oz, 2 Pack"),
+                        {"Brand": {"Acme"}, "Color": {"Red"}, "Size": {"12 oz"}, "Pack": {"2 Pack"}})]
+    out = augment(rows, copies=3, seed=0)
+    kinds = {r.product.id.split("~")[1]: r for r in out}
+    assert set(kinds) == {"reorder", "drop", "lower"}
+    for r in out:
+        assert r.product.title != rows[0].product.title
+        assert all(any(v in r.product.title for v in vals) for vals in r.gold.values() if vals)
+    assert kinds["reorder"].product.title.startswith("Acme Travel Mug,") and kinds["reorder"].gold == rows[0].gold
+    dropped = set(rows[0].gold) - set(kinds["drop"].gold)
+    assert len(dropped) == 1 and not any(v in kinds["drop"].product.title for v in rows[0].gold[dropped.pop()])
+    assert kinds["lower"].gold["Brand"] == {"acme"}
+    # a title the changes cannot apply to yields fewer variants, never a wrong one
+    assert [r.product.id for r in augment([GoldProduct(Product(id="b", title="acme"), {"Brand": {"acme"}})], 3)] == []

@@ -100,22 +100,25 @@ class TransformersBackend:
             conts = [self.tokenizer(requests[i].continuation, add_special_tokens=False).input_ids
                      + ([end] if end is not None else []) for i in idx]
             n, width = len(conts), max(len(c) for c in conts)
+            dev = self.model.device
             ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
             for row, c in enumerate(conts):
                 ids[row, : len(c)] = torch.tensor(c)  # right padding: padded tail never affects real tokens
+            ids = ids.to(dev)
             ctx, _ = self._adapters_for([adapter])
             with torch.inference_mode(), ctx:
-                first = self.model(input_ids=torch.tensor([p]), use_cache=True)
+                first = self.model(input_ids=torch.tensor([p], device=dev), use_cache=True)
                 head = torch.log_softmax(first.logits[0, -1].float(), -1)
                 cache = first.past_key_values
                 cache.batch_repeat_interleave(n)
                 rest = self.model(
                     input_ids=ids,
-                    attention_mask=torch.ones((n, len(p) + width), dtype=torch.long),
-                    position_ids=torch.arange(len(p), len(p) + width).expand(n, -1),
+                    attention_mask=torch.ones((n, len(p) + width), dtype=torch.long, device=dev),
+                    position_ids=torch.arange(len(p), len(p) + width, device=dev).expand(n, -1),
                     past_key_values=cache,
                 )
-                logp = torch.log_softmax(rest.logits.float(), -1)
+                logp = torch.log_softmax(rest.logits.float(), -1).cpu()
+                head = head.cpu()
             for row, (i, c) in enumerate(zip(idx, conts)):
                 total = float(head[c[0]])
                 for t in range(1, len(c)):
@@ -141,7 +144,7 @@ class TransformersBackend:
         import torch
         from transformers import LogitsProcessorList
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         procs = [self.grammar.processor(r.constraint) if r.constraint is not None else None for r in requests]
         max_new = max(r.max_new_tokens for r in requests)
         temperature = requests[0].temperature
@@ -165,7 +168,7 @@ class TransformersBackend:
                 )
         except RuntimeError as exc:
             raise EngineError(f"generation failed: {exc}", retryable="out of memory" in str(exc)) from exc
-        seqs = gen.sequences[:, enc.input_ids.shape[1] :]
+        seqs = gen.sequences[:, enc.input_ids.shape[1] :].cpu()
         results = []
         for row, r in enumerate(requests):
             ids = seqs[row].tolist()
