@@ -214,7 +214,7 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     from engine.cli import _task
     from engine.models import load_model, load_tokenizer, resolve_model
     from eval.datasets import read_extraction_gold, schema_from_gold
-    from eval.report import file_hash
+    from eval.report import file_hash, hardware
     from finetune.data import DataReport, augment, encode, extract_pairs
     from prompts.render import template_hash
 
@@ -269,7 +269,7 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
         "task": args.task, "base_model": str(folder), "template": task.template,
         "template_hash": template_hash(task.template), "train_data": str(args.train),
         "train_data_hash": file_hash(args.train), "val_data": str(args.val) if args.val else "10% of train",
-        "grounded": task.grounded})
+        "grounded": task.grounded, "hardware": hardware()})
     print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
           f"best val loss {prov['best_val_loss']})", file=sys.stderr)
     return 0

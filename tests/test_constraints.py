@@ -135,3 +135,20 @@ def test_unsupported_schema_fails_loudly(tiny_backend):
     bad = JsonSchema({"type": "object", "propertyNames": {"maxLength": 3}, "additionalProperties": {"type": "string"}})
     with pytest.raises(EngineError, match="cannot be compiled"):
         tiny_backend.generate([Request(prompt=msgs("x"), constraint=bad)])
+
+
+def test_a_vocabulary_llguidance_misreads_is_refused(tiny_tokenizer):
+    """A grammar engine that sees other bytes in the tokens than the tokenizer does would mask the wrong
+    tokens: refuse it with the fix, instead of decoding broken JSON."""
+    import llguidance.hf
+
+    from engine.backends.grammar import check_llg_vocabulary
+
+    check_llg_vocabulary(tiny_tokenizer, llguidance.hf.from_tokenizer(tiny_tokenizer))  # the real pair agrees
+
+    class ReadsByteLevelAsText:
+        def decode_bytes(self, ids):
+            return tiny_tokenizer.decode(ids).replace(" ", "Ġ").encode()
+
+    with pytest.raises(EngineError, match="xgrammar"):
+        check_llg_vocabulary(tiny_tokenizer, ReadsByteLevelAsText())

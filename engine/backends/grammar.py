@@ -51,6 +51,26 @@ def _llg_spec(key: tuple[str, str]) -> str:
     return llguidance.grammar_from("regex", body)
 
 
+PROBE = ' Brand: "Café Noir", 12 oz'
+
+
+def check_llg_vocabulary(tokenizer, llg_tokenizer) -> None:
+    """llguidance must read the same bytes out of every token as the tokenizer does; when it does not, the
+    grammar masks the wrong tokens and answers come out as broken JSON. Seen with a model folder whose
+    tokenizer was exported by transformers 5.17 from GGUF: llguidance took byte-level tokens ('Ġname')
+    for literal text."""
+    ids = tokenizer(PROBE, add_special_tokens=False).input_ids
+    got = llg_tokenizer.decode_bytes(ids)
+    want = tokenizer.decode(ids).encode()
+    if got != want:
+        raise EngineError(
+            f"llguidance reads this tokenizer's vocabulary wrongly ({want!r} comes back as {got!r}), so constrained "
+            f"decoding would produce broken output. Use --grammar xgrammar, or re-export the model folder with "
+            f"transformers>=5.19 (for the default model delete the facet cache folder models/SmolLM2-135M-Instruct "
+            f"and run again)."
+        )
+
+
 class GrammarFactory:
     """Builds a fresh outlines logits processor for a constraint; caches compiled grammars."""
 
@@ -72,6 +92,7 @@ class GrammarFactory:
                 import llguidance.hf
 
                 self._llg_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+                check_llg_vocabulary(self.tokenizer, self._llg_tokenizer)
             spec = llguidance_spec(constraint)
             self._check_llg(spec)
             return LLGuidanceLogitsProcessor(spec, self._llg_tokenizer, "torch")
@@ -119,6 +140,10 @@ class RowConstraints:
         self.started = False
 
     def __call__(self, input_ids, scores):
+        if scores.device.type != "cpu":
+            # masks are applied on the CPU (one copy each way per step): llguidance's in-place GPU path
+            # let disallowed tokens through on the real model (seen on an H100), the CPU path is exact
+            return self(input_ids.cpu(), scores.cpu()).to(scores.device)
         for i, proc in enumerate(self.processors):
             if self.done[i]:
                 continue
