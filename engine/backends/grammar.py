@@ -141,8 +141,8 @@ class RowConstraints:
 
     def __call__(self, input_ids, scores):
         if scores.device.type != "cpu":
-            # masks are applied on the CPU (one copy each way per step): llguidance's in-place GPU path
-            # let disallowed tokens through on the real model (seen on an H100), the CPU path is exact
+            # the masks are computed on the CPU anyway; they are applied there too (one copy each way per
+            # step), the path measured on an H100 (see README). The in-place GPU path is untested here.
             return self(input_ids.cpu(), scores.cpu()).to(scores.device)
         for i, proc in enumerate(self.processors):
             if self.done[i]:
