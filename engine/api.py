@@ -120,3 +120,28 @@ class Engine:
                         adapter="classify" if "classify" in self.config.adapters else None)
         items = [as_product(p, i) for i, p in enumerate(products)]
         return classify_many(self.backend, task, items, stats=self.stats)
+
+    def normalize(self, product: Any, spec: Any, **options: Any):
+        """Canonical names and values of one product's ``attributes``; see :meth:`normalize_many`."""
+        return self.normalize_many([product], spec, **options)[0]
+
+    def normalize_many(self, products: Iterable[Any], spec: Any, *, examples: Any = None, shots: int = 3,
+                       drop_unknown: bool = True) -> list:
+        """NormalizationResult (attributes, changes, warnings) or ErrorRecord per product.
+
+        ``spec``: a :class:`NormalizationSpec`, a JSON spec file or a WDC-PAVE descriptions.csv. ``examples``:
+        demonstrations (list of ``{title, category, attribute, value, answer}`` or a file of them). Rules decide
+        first; the model is loaded only if some value or name needs it.
+        """
+        from engine.config import LazyBackend
+        from prompts.tasks.normalize import Normalize, load_examples, normalize_many
+        from schemas.normalization import NormalizationSpec
+
+        if not isinstance(spec, NormalizationSpec):
+            spec = NormalizationSpec.load(spec)
+        if isinstance(examples, (str, Path)):
+            examples = load_examples(examples)
+        task = Normalize(spec=spec, examples=tuple(examples or ()), shots=shots, drop_unknown=drop_unknown,
+                         adapter="normalize" if "normalize" in self.config.adapters else None)
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        return normalize_many(LazyBackend(lambda: self.backend), task, items, stats=self.stats)

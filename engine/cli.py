@@ -87,6 +87,20 @@ def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = 
                    help="contextual calibration against a content-free input (off: it hurt few-shot accuracy here)")
 
 
+def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = True, prompt: bool = True) -> None:
+    g = p.add_argument_group("normalization")
+    g.add_argument("--spec", required=spec_required, metavar="FILE",
+                   help="rules per attribute: JSON (see schemas/normalization.py, e.g. examples/normalization.json) "
+                   "or a WDC-PAVE descriptions.csv")
+    g.add_argument("--aliases", metavar="FILE", help="JSON {alias: canonical attribute name}, added to the spec's")
+    g.add_argument("--keep-unknown", action="store_true",
+                   help="keep attributes the model maps to no canonical name (default: drop them, recorded)")
+    if prompt:
+        g.add_argument("--shots", type=int, default=3, help="demonstrations per model question (default 3)")
+        g.add_argument("--examples", metavar="FILE", help="demonstrations: JSONL {title, category, attribute, value, "
+                       "answer}, or WDC-PAVE train.jsonl with train_normalized.jsonl beside it")
+
+
 def _task(args, attribute_schema=None):
     from prompts.examples import ExamplePool
     from prompts.tasks.extract import Extract
@@ -213,6 +227,73 @@ def cmd_classify(args) -> int:
     return _run_jsonl(args, "classify", process)
 
 
+def _normalize_task(args):
+    from prompts.tasks.normalize import Normalize, load_examples
+    from schemas.normalization import NormalizationSpec
+
+    spec = NormalizationSpec.load(args.spec)
+    if args.aliases:
+        spec = spec.model_copy(update={"aliases": {**spec.aliases, **json.loads(Path(args.aliases).read_text())}})
+    examples = tuple(load_examples(args.examples)) if args.examples else ()
+    return Normalize(spec=spec, examples=examples, shots=args.shots, drop_unknown=not args.keep_unknown,
+                     adapter="normalize" if getattr(args, "adapter", None) else None)
+
+
+def cmd_normalize(args) -> int:
+    from engine.config import LazyBackend
+    from prompts.tasks.normalize import normalize_many
+
+    task = _normalize_task(args)
+
+    def process(todo, stats):
+        backend = LazyBackend(lambda: _backend(args, "normalize"))
+        for i in range(0, len(todo), args.batch_size):
+            yield from normalize_many(backend, task, todo[i : i + args.batch_size], stats=stats)
+
+    return _run_jsonl(args, "normalize", process)
+
+
+def _eval_normalize(args) -> int:
+    from engine.config import LazyBackend
+    from eval.datasets import read_normalization_gold
+    from eval.harness import evaluate_normalization
+    from eval.report import normalization_markdown
+
+    if not args.spec:
+        args.spec = str(Path(args.data).with_name("descriptions.csv"))
+        print(f"facet: normalization rules from {args.spec}", file=sys.stderr)
+    rows = read_normalization_gold(args.data)[: args.limit]
+    task = _normalize_task(args)
+    if args.examples and Path(args.examples).resolve() == Path(args.data).resolve():
+        print("facet: demonstrations from the other products of the data (never a product's own)", file=sys.stderr)
+    report = evaluate_normalization(LazyBackend(lambda: _backend(args, "normalize")), task, args.data, rows,
+                                    batch_size=args.batch_size, model=args.model, adapter_path=args.adapter,
+                                    spec=args.spec)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    (out / "report.md").write_text(normalization_markdown(report))
+    s = report["summary"]
+    ops = "  ".join(f"{o['operation']} {o['f1']:.3f}" for o in report["operations"])
+    print(f"micro-F1 {s['micro_f1']:.3f} over {s['slots']} slots ({ops})  failures {s['failures']}/{s['products']}  "
+          f"{report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
+    return 0
+
+
+def _normalize_question(task, product):
+    """The first question the model would be asked for this product (a name, else a value), or None."""
+    from prompts.tasks.normalize import OTHER, Question
+
+    for k, v in product.attributes.items():
+        canon, _ = task.canonical_name(k, product.category)
+        if canon is None:
+            return Question(product, "name", k, v, (*task.spec.names(product.category), OTHER))
+        rule = task.spec.rule_for(product.category, canon)
+        if task.rule_value(rule, v)[0] is None:
+            return Question(product, "value", canon, v, tuple(rule.options), rule.instruction)
+    return None
+
+
 def cmd_render(args) -> int:
     from engine.io import read_products
     from prompts.render import template_hash
@@ -223,6 +304,12 @@ def cmd_render(args) -> int:
             return 2
         args.top_k, args.review_below, args.calibrate = 3, 0.5, False
         task = _classify_task(args)
+    elif args.task == "normalize":
+        if not args.spec:
+            print("facet: render --task normalize needs --spec FILE", file=sys.stderr)
+            return 2
+        args.aliases, args.keep_unknown, args.adapter = None, False, None
+        task = _normalize_task(args)
     else:
         task = _task(args)
     for ln in read_products(args.input):
@@ -231,7 +318,15 @@ def cmd_render(args) -> int:
         if ln.product is None:
             print(f"facet: line {ln.number}: {ln.error.reason}", file=sys.stderr)
             return 1
-        messages = task.messages(ln.product)  # classify: the first (top) level
+        if args.task == "normalize":
+            q = _normalize_question(task, ln.product)
+            if q is None:
+                print(f"facet: line {ln.number}: rules settle every attribute of this record; no prompt",
+                      file=sys.stderr)
+                return 0
+            messages = task.messages(q)
+        else:
+            messages = task.messages(ln.product)  # classify: the first (top) level
         if args.format == "messages":
             print(json.dumps(messages, ensure_ascii=False, indent=2))
         else:
@@ -239,7 +334,10 @@ def cmd_render(args) -> int:
             from engine.models import load_tokenizer, resolve_model
 
             print(to_prompt_text(load_tokenizer(resolve_model(args.model)), messages), end="")
-        if args.schema and args.task == "classify":
+        if args.schema and args.task == "normalize":
+            print("\n# output constraint (one of):")
+            print(" | ".join(q.options))
+        elif args.schema and args.task == "classify":
             print("\n# output constraint (one of):")
             print(" | ".join(task.taxonomy.children(())))
         elif args.schema:
@@ -258,6 +356,8 @@ def cmd_eval(args) -> int:
 
     if args.task == "classify":
         return _eval_classify(args)
+    if args.task == "normalize":
+        return _eval_normalize(args)
     schema = None
     if not args.attributes:
         train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
@@ -480,6 +580,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_classify)
 
+    p = sub.add_parser("normalize", help="canonical attribute names and values (units, colours, allowed values)",
+                       description="Normalize each product's `attributes` ({name: value}) by a spec: names onto a "
+                       "canonical vocabulary (aliases, spelling, then the model), values by rule (pint unit "
+                       "conversion, numbers, string wrangling, expansions, webcolors colour names), and the model "
+                       "only where a value must be mapped onto allowed values no rule settles. Every change is "
+                       "recorded with what made it.",
+                       epilog="examples:\n  facet normalize examples/to_normalize.jsonl --spec examples/normalization.json\n"
+                       "  facet normalize offers.jsonl --spec ../shared/data/wdc-pave/descriptions.csv -o norm.jsonl\n"
+                       "  facet eval normalize --data ../shared/data/wdc-pave/train.jsonl",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_io_options(p)
+    _add_normalize_options(p)
+    _add_model_options(p)
+    p.set_defaults(func=cmd_normalize)
+
     p = sub.add_parser("render", help="print the exact prompt for one record (no model is run)")
     p.add_argument("input", help="JSONL products")
     p.add_argument("--line", type=int, default=None, help="line number of the record (default: the first)")
@@ -487,15 +602,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'text': after the model's chat template (exactly what the model sees); 'messages': JSON")
     p.add_argument("--schema", action="store_true", help="also print the output constraint")
     p.add_argument("--model", default="smollm2-135m", help="model whose chat template to apply")
-    p.add_argument("--task", choices=["extract", "classify"], default="extract", help="whose prompt (default extract)")
+    p.add_argument("--task", choices=["extract", "classify", "normalize"], default="extract",
+                   help="whose prompt (default extract; normalize: the first question the rules leave to the model)")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (the prompt shows its top level)")
+    p.add_argument("--spec", metavar="FILE", help="normalize: the normalization spec")
     _add_task_options(p, model=False)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
-    p.add_argument("task", choices=["extract", "classify"])
+    p.add_argument("task", choices=["extract", "classify", "normalize"])
     p.add_argument("--data", required=True, help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract; "
-                   "PriceRunner CSV or JSONL {title, category} for classify")
+                   "PriceRunner CSV or JSONL {title, category} for classify; WDC-PAVE train.jsonl (with "
+                   "train_normalized.jsonl beside it) for normalize")
     p.add_argument("--schema-from", help="derive the per-category attribute list from this gold file "
                    "(default: train.jsonl beside --data)")
     p.add_argument("--limit", type=int, default=None, help="only the first N records")
@@ -503,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="classify: seed of the random sample of --limit rows")
     _add_task_options(p)
     _add_classify_options(p, taxonomy_required=False)
+    _add_normalize_options(p, spec_required=False, prompt=False)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="compare eval runs side by side (Markdown, JSON, PNG charts)",

@@ -56,3 +56,15 @@ def load_backend(config: EngineConfig):
         return OpenAIBackend(config.base_url, config.model, api_key=config.api_key,
                              concurrency=config.concurrency, adapters=config.adapters)
     raise ValueError(f"unknown backend {config.backend!r}")
+
+
+class LazyBackend:
+    """Loads the backend on first use: rule-only work (most normalization) never loads a model."""
+
+    def __init__(self, make):
+        self._make, self._backend = make, None
+
+    def __getattr__(self, name):
+        if self._backend is None:
+            self._backend = self._make()
+        return getattr(self._backend, name)

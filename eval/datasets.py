@@ -98,3 +98,35 @@ def split_by_group(rows: list[ClassGold], n: int | None, seed: int = 0) -> tuple
     picked = set(chosen)
     rest = [r for i, r in enumerate(rows) if i not in picked and (r.group is None or r.group not in taken)]
     return sample, rest
+
+
+@dataclass(frozen=True)
+class NormGold:
+    product: Product  # attributes = the raw (extracted) value of every stated attribute
+    gold: dict[str, set[str]]  # attribute -> acceptable normalized values
+
+
+def read_normalization_gold(raw: str | Path, normalized: str | Path | None = None) -> list[NormGold]:
+    """WDC-PAVE raw + normalized gold (same ids, same order): each product carries the first raw gold value of
+    every attribute it states as ``attributes``; the gold is that attribute's normalized values. Attributes
+    that are n/a are left out (the published metric ignores n/a vs n/a)."""
+    raw = Path(raw)
+    normalized = Path(normalized) if normalized else raw.with_name(raw.stem + "_normalized" + raw.suffix)
+    if not normalized.is_file():
+        raise FileNotFoundError(f"{normalized} (the normalized gold beside {raw}) does not exist")
+    rows = []
+    with raw.open(encoding="utf-8") as fr, normalized.open(encoding="utf-8") as fn:
+        for n, (a, b) in enumerate(zip(fr, fn), 1):
+            ra, rb = json.loads(a), json.loads(b)
+            if ra.get("id") != rb.get("id"):
+                raise ValueError(f"line {n}: raw id {ra.get('id')} != normalized id {rb.get('id')}")
+            ra["id"] = str(ra.get("id", f"{raw.stem}-{n}"))
+            attrs, gold = {}, {}
+            for k, vals in ra["target_scores"].items():
+                vals = [v for v in vals if v != "n/a"]
+                norm = {v for v in rb["target_scores"].get(k, {}) if v != "n/a"}
+                if vals and norm:
+                    attrs[k], gold[k] = vals[0], norm
+            ra.pop("attributes", None)
+            rows.append(NormGold(Product.model_validate({**ra, "attributes": attrs}), gold))
+    return rows

@@ -120,3 +120,53 @@ def evaluate_classification(backend, task, data: str | Path, rows: list, *, seed
                                  template_hash=template_hash(task.template), shots=task.shots if task.examples else 0,
                                  sample=len(rows), seed=seed, taxonomy=task.taxonomy.name, **prov),
     }
+
+
+def evaluate_normalization(backend, task, data: str | Path, rows: list, *, batch_size: int = 16,
+                           progress: bool = True, **prov) -> dict:
+    """Normalize each product's raw gold values and score against the normalized gold, per operation
+    (the attribute's rule in the spec) and per decider (rule, colour library, model)."""
+    from prompts.tasks.normalize import normalize_many
+
+    stats = RunStats()
+    products = [r.product for r in rows]
+    chunks = (res for i in range(0, len(products), batch_size)
+              for res in normalize_many(backend, task, products[i : i + batch_size], stats=stats))
+    results, seconds = _timed(chunks, len(products), "normalize", progress)
+    by_op: dict[str, Counts] = defaultdict(Counts)
+    by_how: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    total, mistakes = Counts(), []
+    for row, res in zip(rows, results):
+        how = {c.attribute: c.by for c in res.changes if c.field == "value"} if res.ok else {}
+        for attr, gold in row.gold.items():
+            rule = task.spec.rule_for(row.product.category, attr)
+            op = rule.operation if rule else "none"
+            pred = res.attributes.get(attr) if res.ok else None
+            c = slot_outcome(gold, pred)
+            by_op[op].add(c)
+            total.add(c)
+            decider = how.get(attr, "unchanged")
+            by_how[decider][0] += c.tp
+            by_how[decider][1] += 1
+            if c.tp == 0:
+                mistakes.append({"title": row.product.title, "attribute": attr, "operation": op,
+                                 "raw": row.product.attributes[attr], "gold": sorted(gold),
+                                 "predicted": pred if res.ok else f"<failed: {res.error}>", "by": decider})
+    ops = [{"operation": k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
+           for k, c in sorted(by_op.items())]
+    return {
+        "task": "normalize",
+        "data": str(data),
+        "summary": {"products": len(rows), "failures": sum(1 for r in results if not r.ok), "slots": total.slots,
+                    "precision": total.precision, "recall": total.recall, "micro_f1": total.f1},
+        "operations": ops,
+        "deciders": {k: {"slots": n, "accuracy": tp / n} for k, (tp, n) in sorted(by_how.items())},
+        "seconds": seconds,
+        "seconds_per_product": seconds / max(1, len(rows)),
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "model_calls": stats.calls},
+        "mistakes": mistakes[:40],
+        "predictions": [r.model_dump() for r in results],
+        "provenance": provenance(data_hash=file_hash(data), template=task.template,
+                                 template_hash=template_hash(task.template),
+                                 shots=task.shots if task.examples else 0, **prov),
+    }

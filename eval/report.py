@@ -119,3 +119,23 @@ def confusion_png(report: dict, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def normalization_markdown(report: dict) -> str:
+    s = report["summary"]
+    lines = [f"# normalize eval: {report['data']}", "",
+             "| products | failures | slots | precision | recall | micro-F1 | s/product |",
+             "|---:|---:|---:|---:|---:|---:|---:|",
+             f"| {s['products']} | {s['failures']} | {s['slots']} | {s['precision']:.3f} | {s['recall']:.3f} | "
+             f"**{s['micro_f1']:.3f}** | {report['seconds_per_product']:.2f} |", "",
+             "## Per normalization operation", "", "| operation | slots | P | R | F1 |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {o['operation']} | {o['slots']} | {o['precision']:.3f} | {o['recall']:.3f} | {o['f1']:.3f} |"
+              for o in report["operations"]]
+    lines += ["", "## Who decided (value changes)", "", "| by | slots | accuracy |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['slots']} | {v['accuracy']:.3f} |" for k, v in report["deciders"].items()]
+    lines += ["", "## Example mistakes", "", "| attribute | operation | raw | gold | predicted | by |",
+              "|---|---|---|---|---|---|"]
+    for m in report["mistakes"][:25]:
+        lines.append(f"| {m['attribute']} | {m['operation']} | {m['raw']} | {' / '.join(m['gold'])} | "
+                     f"{m['predicted']} | {m['by']} |")
+    return "\n".join(lines) + "\n"

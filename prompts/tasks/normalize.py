@@ -1,0 +1,477 @@
+"""normalize: attribute names and values -> canonical form. Rules first, the model only for what rules cannot do.
+
+Names: exact -> alias file -> case/spacing-insensitive -> close spelling (difflib) -> the model, choosing among
+the category's canonical names or "other" (dropped as irrelevant to the category). Two names mapping to one
+canonical name are merged (first value kept).
+
+Values, by the attribute's rule (schemas.normalization.NormRule):
+- unit: quantity parsed (mixed fractions, inch/foot marks, ranges -> the larger end) and converted with pint;
+- number: the count in the value ("1,000/Box" -> 1000, "six" -> 6, "10K" -> 10000);
+- delete_marks / substring / upper / lower: string wrangling;
+- expand: the spec's replacements (abbreviations -> full names, unit symbols -> unit names);
+- choose: an allowed value equal to the value (ignoring case) -> colour names resolved with webcolors when the
+  options are colours -> the answer of the demonstration whose value shares most words with this one -> the
+  model, scoring every allowed value (few-shot with demonstrations) or decoding under a choice constraint.
+Every change is recorded (before, after, and which rule or the model made it).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from engine.errors import ParseError
+from engine.runner import RunStats, run_task
+from engine.types import Choice, Completion, Request, ScoreRequest
+from prompts.render import render_messages
+from schemas import ErrorRecord, Product
+from schemas.normalization import Change, NormalizationResult, NormalizationSpec, NormRule
+
+OTHER = "other"
+
+# -- units ---------------------------------------------------------------------------------------
+_UNIT_WORDS = {
+    '"': "inch", "''": "inch", "″": "inch", "”": "inch", "in": "inch", "inch": "inch", "inches": "inch",
+    "'": "foot", "′": "foot", "ft": "foot", "feet": "foot", "foot": "foot", "yd": "yard", "yard": "yard",
+    "yards": "yard", "yds": "yard", "mm": "millimeter", "cm": "centimeter", "m": "meter", "meter": "meter", "meters": "meter",
+    "oz": "ounce", "ounce": "ounce", "ounces": "ounce", "lb": "pound", "lbs": "pound", "pound": "pound",
+    "pounds": "pound", "g": "gram", "gram": "gram", "grams": "gram", "kg": "kilogram", "kilogram": "kilogram",
+    "kilograms": "kilogram", "mg": "milligram", "l": "liter", "ml": "milliliter", "gal": "gallon",
+    "floz": "fluid_ounce", "kb": "kilobyte", "mb": "megabyte", "gb": "gigabyte", "tb": "terabyte",
+}
+_NUMBER = r"(?P<fnum>\d+)/(?P<fden>\d+)|(?P<whole>\d*[.,]?\d+)(?:(?:\s*-\s*|\s+)(?P<num>\d+)/(?P<den>\d+))?"
+_QUANTITY = re.compile(rf"(?:{_NUMBER})\s*(?P<unit>[A-Za-z]+\.?|\"|''|″|”|'|′)?")
+
+
+@lru_cache(maxsize=1)
+def _ureg():
+    import pint
+
+    return pint.UnitRegistry()
+
+
+def _magnitude(m: re.Match) -> float:
+    if m.group("fnum"):
+        return int(m.group("fnum")) / int(m.group("fden"))
+    value = float(m.group("whole").replace(",", "")) if "," in m.group("whole") and len(m.group("whole").split(",")[-1]) == 3 \
+        else float(m.group("whole").replace(",", "."))
+    if m.group("num"):
+        value += int(m.group("num")) / int(m.group("den"))
+    return value
+
+
+def convert_unit(value: str, rule: NormRule) -> str | None:
+    """The value converted to ``rule.unit`` (the larger end of a range), or None when it holds no usable quantity."""
+    ureg = _ureg()
+    found = []
+    value = re.sub(r"\bfl\.?\s*oz\b", "floz", value, flags=re.I)
+    for m in _QUANTITY.finditer(value):
+        word = (m.group("unit") or "").rstrip(".").lower()
+        unit = _UNIT_WORDS.get(word)
+        if word and unit is None:
+            continue  # "5 Pack", "2 x": not a quantity of this kind
+        found.append((_magnitude(m), unit))
+    if not found:
+        return None
+    # a range or "W x H" lists: a unit written once applies to the numbers before it
+    units = [u for _, u in found if u]
+    default = units[-1] if units else rule.default_unit
+    best = None
+    for magnitude, unit in found:
+        try:
+            q = ureg.Quantity(magnitude, unit or default).to(rule.unit)
+        except Exception:  # noqa: BLE001 - pint: undefined or incompatible unit
+            return None
+        best = q.magnitude if best is None else max(best, q.magnitude)
+    return _fmt(best, rule.decimals)
+
+
+def _fmt(x: float, decimals: int | None) -> str:
+    if decimals == 0:
+        return str(int(round(x)))
+    return f"{round(x, decimals if decimals is not None else 2)}"
+
+
+_WORDS = {"one": 1, "single": 1, "two": 2, "dual": 2, "double": 2, "twin": 2, "pair": 2, "three": 3, "triple": 3,
+          "four": 4, "quad": 4, "five": 5, "six": 6, "hex": 6, "seven": 7, "eight": 8, "octa": 8, "nine": 9,
+          "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12,
+          # hardware shorthand: single/dual port, dual/quad core
+          "sp": 1, "dp": 2, "dc": 2, "qp": 4, "qc": 4}
+
+
+def to_number(value: str, decimals: int | None = 0) -> str | None:
+    """The first count in the value: digits (thousands separators, a K suffix) or a number word."""
+    m = re.search(r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*([kK]\b)?", value)
+    if m:
+        x = float(m.group(1).replace(",", "")) * (1000 if m.group(2) else 1)
+        return _fmt(x, decimals)
+    for word in re.findall(r"[a-z]+", value.lower()):
+        if word in _WORDS:
+            return str(_WORDS[word])
+    return None
+
+
+def expand(value: str, replacements: dict[str, str]) -> str:
+    for pattern, repl in replacements.items():
+        value = re.sub(pattern, repl, value)
+    return " ".join(value.split())
+
+
+# -- colours -------------------------------------------------------------------------------------
+_SPECIAL = {"assorted": "assorted", "multi": "assorted", "multicolor": "assorted", "multicolored": "assorted",
+            "rainbow": "assorted", "clear": "clear", "transparent": "clear", "silver": "metallic",
+            "chrome": "metallic", "metallic": "metallic", "steel": "metallic", "stainless": "metallic",
+            "grey": "gray", "charcoal": "gray"}
+
+
+@lru_cache(maxsize=1)
+def _css_names() -> dict[str, tuple[int, int, int]]:
+    import webcolors
+
+    return {n: tuple(webcolors.name_to_rgb(n)) for n in webcolors.names("css3")}
+
+
+def colour_family(rgb: tuple[int, int, int]) -> str:
+    """A basic colour family for an RGB colour (hue for saturated colours, lightness for greys)."""
+    h, lum, s = colorsys.rgb_to_hls(*(c / 255 for c in rgb))
+    deg = h * 360
+    if s < 0.2 or (lum > 0.92) or lum < 0.12:
+        return "white" if lum > 0.85 else "black" if lum < 0.2 else "gray"
+    if (deg < 15 or deg >= 345) and lum > 0.75:
+        return "pink"
+    if 15 <= deg < 50 and lum > 0.75:
+        return "beige"
+    if 15 <= deg < 45 and lum < 0.45:
+        return "brown"
+    for upper, name in ((15, "red"), (45, "orange"), (70, "yellow"), (170, "green"), (260, "blue"),
+                        (300, "purple"), (345, "pink"), (361, "red")):
+        if deg < upper:
+            return name
+    return "red"
+
+
+def colour_families(value: str) -> list[str]:
+    """Colour families named in a value, in order ("sky blue, canary yellow" -> blue, yellow)."""
+    names = _css_names()
+    words = re.findall(r"[a-z]+", value.lower())
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        two = words[i] + words[i + 1] if i + 1 < len(words) else None
+        if two and two in names:
+            fam, i = colour_family(names[two]), i + 2
+        elif words[i] in _SPECIAL:
+            fam, i = _SPECIAL[words[i]], i + 1
+        elif words[i] in names:
+            fam, i = colour_family(names[words[i]]), i + 1
+        else:
+            i += 1
+            continue
+        if fam not in out:
+            out.append(fam)
+    return out
+
+
+def choose_colour(value: str, options: list[str]) -> str | None:
+    """Map a colour value onto colour options with webcolors; None when it names no colour we know."""
+    fams = colour_families(value)
+    if not fams:
+        return None
+
+    def option_for(fam: str) -> str | None:
+        for o in options:
+            words = re.findall(r"[a-z]+", o.lower())
+            if fam in words or (fam == "assorted" and {"assorted", "multicolor", "multi", "mixed"} & set(words)) \
+                    or (fam == "clear" and "transparent" in words) or (fam in ("metallic", "gray") and "metallic" in words):
+                return o
+        return None
+
+    if len(fams) > 2 and option_for("assorted"):
+        return option_for("assorted")
+    return option_for(fams[0])
+
+
+def is_colour_options(options: list[str]) -> bool:
+    names = _css_names()
+    return sum(1 for o in options if o.split()[0].lower() in names) >= max(2, (len(options) + 1) // 2)
+
+
+# -- the task ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Question:
+    """One choice the model has to make (kind 'name' or 'value')."""
+
+    product: Product
+    kind: str
+    attribute: str
+    value: str
+    options: tuple[str, ...]
+    instruction: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.product.id
+
+
+@dataclass(frozen=True)
+class Normalize:
+    spec: NormalizationSpec
+    name: str = "normalize"
+    template: str = "normalize.j2"
+    examples: tuple[dict, ...] = ()  # {title, category, attribute, value, answer}
+    shots: int = 3
+    fuzzy_cutoff: float = 0.85
+    per_token: bool = True  # rank scored answers by mean (not summed) token log-probability
+    drop_unknown: bool = True  # names the model calls "other" are dropped (irrelevant to the category)
+    adapter: str | None = None
+
+    def messages(self, q: Question) -> list:
+        demos = self.demos(q) if q.kind == "value" else []
+        return render_messages(self.template, product=q.product, kind=q.kind, attribute=q.attribute, value=q.value,
+                               instruction=q.instruction or "", options=list(q.options),
+                               examples=[{"product": Product(id="demo", title=d.get("title", ""),
+                                                             category=d.get("category")),
+                                          "attribute": d["attribute"], "value": d["value"], "answer": d["answer"]}
+                                         for d in demos])
+
+    def demos(self, q: Question) -> list[dict]:
+        """The ``shots`` demonstrations of the same attribute (never from the same product) whose title and
+        value share the most words with this one's."""
+        def words(text: str) -> set[str]:
+            return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+        mine = words(f"{q.product.title} {q.value}")
+        pool = [d for d in self.examples if d.get("attribute") == q.attribute and d.get("answer") in q.options
+                and d.get("title") != q.product.title]
+        pool.sort(key=lambda d: -len(mine & words(f"{d.get('title', '')} {d.get('value', '')}")))
+        return pool[: self.shots]
+
+    def nearest_example(self, q: Question) -> str | None:
+        """The answer of the demonstration (same attribute and category, another product) whose raw value shares
+        the most words with this value, ties broken by title overlap; None when no value shares a word."""
+        def words(text: str) -> set[str]:
+            return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+        value, title = words(q.value), words(q.product.title)
+        best, key = None, (0, 0)
+        for d in self.examples:
+            if d.get("attribute") != q.attribute or d.get("answer") not in q.options or d.get("title") == q.product.title:
+                continue
+            if q.product.category and d.get("category") not in (None, q.product.category):
+                continue
+            k = (len(value & words(str(d.get("value", "")))), len(title & words(d.get("title", ""))))
+            if k[0] and k > key:
+                best, key = d["answer"], k
+        return best
+
+    def build(self, q: Question) -> Request:
+        return Request(prompt=tuple(self.messages(q)), constraint=Choice(q.options), max_new_tokens=48,
+                       adapter=self.adapter)
+
+    def parse(self, completion: Completion, q: Question) -> str:
+        answer = completion.text.strip()
+        if answer not in q.options:
+            raise ParseError(self.name, completion.text, f"{answer!r} is not one of the allowed answers")
+        return answer
+
+    # -- rules ---------------------------------------------------------------------------------
+    def canonical_name(self, name: str, category: str | None) -> tuple[str | None, str]:
+        """(canonical name or None when the model must decide, how)."""
+        names = self.spec.names(category)
+        if not names or name in names:
+            return name, "none"
+        aliases = {k.casefold(): v for k, v in self.spec.aliases.items()}
+        if name.casefold() in aliases:
+            return aliases[name.casefold()], "alias"
+        folded = {re.sub(r"[\W_]+", "", n.casefold()): n for n in names}
+        key = re.sub(r"[\W_]+", "", name.casefold())
+        if key in folded:
+            return folded[key], "rule:spelling"
+        close = difflib.get_close_matches(key, list(folded), n=1, cutoff=self.fuzzy_cutoff)
+        if close:
+            return folded[close[0]], "rule:spelling"
+        return None, "model"
+
+    def rule_value(self, rule: NormRule | None, value: str) -> tuple[str | None, str]:
+        """(normalized value or None when the model must decide, how)."""
+        if rule is None or rule.op == "keep":
+            return value, "none"
+        op = rule.op
+        if op == "unit":
+            out = convert_unit(value, rule)
+            return (out, "rule:unit") if out is not None else (value, "none")
+        if op == "number":
+            out = to_number(value, rule.decimals)
+            return (out, "rule:number") if out is not None else (value, "none")
+        if op == "delete_marks":
+            return re.sub(r"[^A-Za-z0-9]", "", value), "rule:delete_marks"
+        if op == "substring":
+            digits = re.sub(r"\D", "", value) or value
+            return digits[rule.start : rule.end], "rule:substring"
+        if op == "upper":
+            return value.upper(), "rule:upper"
+        if op == "lower":
+            return value.lower(), "rule:lower"
+        if op == "expand":
+            return expand(value, rule.replacements), "rule:expand"
+        # choose
+        for o in rule.options:
+            if o.casefold() == value.strip().casefold():
+                return o, "rule:choose"
+        if is_colour_options(rule.options):
+            out = choose_colour(value, rule.options)
+            if out is not None:
+                return out, "colour"
+        return None, "model"
+
+
+def _as_text(value) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def normalize_many(backend, task: Normalize, products: list[Product], stats: RunStats | None = None,
+                   retries: int = 1) -> list[NormalizationResult | ErrorRecord]:
+    """Normalize each product's ``attributes``; results in input order, an ErrorRecord per unusable product."""
+    stats = stats if stats is not None else RunStats()
+    results: list[NormalizationResult | ErrorRecord | None] = [None] * len(products)
+    pending: list[tuple[int, list[tuple[str, str]]]] = []
+    for i, p in enumerate(products):
+        if not p.attributes:
+            results[i] = ErrorRecord(id=p.id, task=task.name, error="the product has no attributes to normalize; "
+                                     "give them as {\"attributes\": {\"name\": \"value\", ...}}")
+            continue
+        bad = [k for k, v in p.attributes.items() if _as_text(v) is None]
+        if bad:
+            results[i] = ErrorRecord(id=p.id, task=task.name, error=f"attribute value(s) of {bad} are not text or "
+                                     f"numbers; give every value as a string")
+            continue
+        results[i] = NormalizationResult(id=p.id, category=p.category)
+        pending.append((i, [(k, _as_text(v)) for k, v in p.attributes.items()]))
+
+    def ask(questions: list[Question]) -> list[str | ErrorRecord]:
+        if not questions or backend is None:
+            return [ErrorRecord(id=q.id, task=task.name, error="no model to decide") for q in questions]
+        if hasattr(backend, "score") and getattr(backend, "can_score", True):
+            # every allowed answer scored (sum of its token log-probabilities), the best one taken: on the
+            # small model this beats decoding, which mostly returns the first option offered
+            reqs, spans = [], []
+            for q in questions:
+                prompt = tuple(task.messages(q))
+                spans.append(len(reqs))
+                reqs += [ScoreRequest(prompt, o, task.adapter) for o in q.options]
+            logps = backend.score(reqs)
+            stats.calls += 1
+            if task.per_token:  # mean log-probability per token: long options are not penalised for length
+                tok = getattr(backend, "tokenizer", None)
+                logps = [lp / max(1, len(tok(r.continuation, add_special_tokens=False).input_ids) + 1 if tok else 1)
+                         for lp, r in zip(logps, reqs)]
+            return [max(zip(q.options, logps[s : s + len(q.options)]), key=lambda x: x[1])[0]
+                    for q, s in zip(questions, spans)]
+        level = RunStats()
+        out = run_task(backend, task, questions, retries=retries, stats=level)
+        stats.calls += level.calls
+        stats.prompt_tokens += level.prompt_tokens
+        stats.completion_tokens += level.completion_tokens
+        return out
+
+    # names
+    named: dict[int, list[tuple[str, str, str, str]]] = {}  # i -> [(given, canonical, value, how)]
+    questions, where = [], []
+    for i, items in pending:
+        p = products[i]
+        named[i] = []
+        for k, v in items:
+            canon, how = task.canonical_name(k, p.category)
+            if canon is None:
+                where.append((i, len(named[i])))
+                questions.append(Question(p, "name", k, v, (*task.spec.names(p.category), OTHER)))
+            named[i].append((k, canon or k, v, how))
+    for (i, j), ans in zip(where, ask(questions)):
+        k, _, v, _ = named[i][j]
+        if isinstance(ans, ErrorRecord):
+            results[i].warnings.append(f"attribute {k!r} is not in the vocabulary and the model could not map it "
+                                       f"({ans.error}); kept as given")
+            named[i][j] = (k, k, v, "none")
+        else:
+            named[i][j] = (k, ans, v, "model")
+    # values
+    final: dict[int, dict[str, str]] = {}
+    questions, where = [], []
+    for i, _items in pending:
+        p, res = products[i], results[i]
+        final[i] = {}
+        for k, canon, v, how in named[i]:
+            if canon == OTHER:
+                if task.drop_unknown:
+                    res.changes.append(Change(attribute=k, field="dropped", before=v, after=None, by=how))
+                    continue
+                canon = k
+            if canon != k:
+                res.changes.append(Change(attribute=canon, field="name", before=k, after=canon, by=how))
+            if canon in final[i]:
+                res.changes.append(Change(attribute=canon, field="merged", before=v, after=final[i][canon], by="rule:merge"))
+                continue
+            rule = task.spec.rule_for(p.category, canon)
+            out, vhow = task.rule_value(rule, v)
+            if out is None and task.examples:
+                out, vhow = task.nearest_example(Question(p, "value", canon, v, tuple(rule.options))), "examples"
+            if out is None:
+                where.append((i, canon, v))
+                questions.append(Question(p, "value", canon, v, tuple(rule.options), rule.instruction))
+                final[i][canon] = v
+                continue
+            final[i][canon] = out
+            if out != v:
+                res.changes.append(Change(attribute=canon, field="value", before=v, after=out, by=vhow))
+    for (i, canon, v), ans in zip(where, ask(questions)):
+        if isinstance(ans, ErrorRecord):
+            results[i].warnings.append(f"{canon}: could not map {v!r} onto the allowed values ({ans.error}); kept as given")
+            continue
+        final[i][canon] = ans
+        if ans != v:
+            results[i].changes.append(Change(attribute=canon, field="value", before=v, after=ans, by="model"))
+    for i, _ in pending:
+        results[i].attributes = final[i]
+    done = [r for r in results if r is not None]
+    stats.done += sum(1 for r in done if r.ok)
+    stats.failed += sum(1 for r in done if not r.ok)
+    return done  # type: ignore[return-value]
+
+
+def load_examples(path) -> list[dict]:
+    """Demonstrations for the model's value choices: JSONL ``{title, category, attribute, value, answer}``, or a
+    WDC-PAVE raw file with its ``_normalized`` twin beside it (every attribute's first raw and normalized value)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    twin = path.with_name(path.stem + "_normalized" + path.suffix)
+    if twin.is_file():
+        from eval.datasets import read_normalization_gold
+
+        return [{"title": r.product.title, "category": r.product.category, "attribute": a,
+                 "value": r.product.attributes[a], "answer": sorted(g)[0]}
+                for r in read_normalization_gold(path, twin) for a, g in r.gold.items()]
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
+            missing = [k for k in ("attribute", "value", "answer") if k not in rec]
+            if missing:
+                raise ValueError(f"{path}:{n}: a demonstration needs attribute, value and answer; {missing} missing")
+            out.append(rec)
+    return out
