@@ -269,15 +269,21 @@ def _eval_normalize(args) -> int:
     report = evaluate_normalization(LazyBackend(lambda: _backend(args, "normalize")), task, args.data, rows,
                                     batch_size=args.batch_size, model=args.model, adapter_path=args.adapter,
                                     spec=args.spec)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    (out / "report.md").write_text(normalization_markdown(report))
+    out = _write_report(args.output, report, normalization_markdown)
     s = report["summary"]
     ops = "  ".join(f"{o['operation']} {o['f1']:.3f}" for o in report["operations"])
     print(f"micro-F1 {s['micro_f1']:.3f} over {s['slots']} slots ({ops})  failures {s['failures']}/{s['products']}  "
           f"{report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
     return 0
+
+
+def _write_report(folder, report: dict, markdown) -> Path:
+    """report.json and report.md (``markdown(report)``) into ``folder``; the folder."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    (out / "report.md").write_text(markdown(report))
+    return out
 
 
 def _normalize_question(task, product):
@@ -369,10 +375,7 @@ def cmd_eval(args) -> int:
     report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
                                  model=args.model, adapter_path=args.adapter, grammar=args.grammar,
                                  examples=args.examples)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    (out / "report.md").write_text(extraction_markdown(report))
+    out = _write_report(args.output, report, extraction_markdown)
     s = report["summary"]
     print(f"micro-F1 {s['micro_f1']:.3f}  P {s['precision']:.3f}  R {s['recall']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
           f"failures {s['failures']}/{s['products']}  {report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
@@ -401,10 +404,7 @@ def _eval_classify(args) -> int:
     task = _classify_task(args, taxonomy, pool)
     report = evaluate_classification(_backend(args, "classify"), task, args.data, sample, seed=args.seed,
                                      batch_size=args.batch_size, model=args.model, adapter_path=args.adapter)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    (out / "report.md").write_text(classification_markdown(report))
+    out = _write_report(args.output, report, classification_markdown)
     confusion_png(report, out / "confusion.png")
     s = report["summary"]
     print(f"accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  failures {s['failures']}/{s['products']}  "
