@@ -145,3 +145,31 @@ class Engine:
                          adapter="normalize" if "normalize" in self.config.adapters else None)
         items = [as_product(p, i) for i, p in enumerate(products)]
         return normalize_many(LazyBackend(lambda: self.backend), task, items, stats=self.stats)
+
+    def complete(self, product: Any, attributes: Any = None, **options: Any):
+        """Missing attribute values of one product; see :meth:`complete_many`."""
+        return self.complete_many([product], attributes, **options)[0]
+
+    def complete_many(self, products: Iterable[Any], attributes: Any = None, *, examples: Any = None,
+                      shots: int = 3, min_confidence: float = 0.5) -> list:
+        """CompletionResult (given, filled with confidence and source, abstained) or ErrorRecord per product.
+
+        ``attributes``: which attributes each category should have (path, dict or AttributeSchema); defaults to
+        the Engine's. Given values are never asked for or changed.
+        """
+        from prompts.tasks.complete import Complete
+
+        schema = attributes if attributes is not None else self.extract_task.attribute_schema
+        if isinstance(schema, (str, Path)):
+            schema = load_attribute_schema(schema)
+        elif isinstance(schema, dict):
+            schema = AttributeSchema.from_mapping(schema)
+        if schema is None:
+            raise ValueError("complete needs the attributes each category should have: attributes=... or "
+                             "Engine(attributes=...)")
+        if isinstance(examples, (str, Path)):
+            examples = ExamplePool.from_jsonl(examples)
+        task = Complete(attribute_schema=schema, examples=examples, shots=shots, min_confidence=min_confidence,
+                        adapter="complete" if "complete" in self.config.adapters else None)
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        return run_task(self.backend, task, items, stats=self.stats)

@@ -227,6 +227,61 @@ def cmd_classify(args) -> int:
     return _run_jsonl(args, "classify", process)
 
 
+def _complete_task(args, schema=None):
+    from prompts.examples import ExamplePool
+    from prompts.tasks.complete import Complete
+    from schemas import load_attribute_schema
+
+    if schema is None and args.attributes:
+        schema = load_attribute_schema(args.attributes)
+    if schema is None and args.adapter and (Path(args.adapter) / "attributes.json").is_file():
+        schema = load_attribute_schema(Path(args.adapter) / "attributes.json")
+    if schema is None:
+        raise ValueError("complete needs to know which attributes each category should have: --attributes FILE "
+                         "(JSON category -> attribute list, e.g. examples/attributes.json)")
+    return Complete(attribute_schema=schema, examples=ExamplePool.from_jsonl(args.examples) if args.examples else None,
+                    shots=args.shots, min_confidence=args.min_confidence, template=args.template or "complete.j2",
+                    max_input_chars=args.max_input_chars, adapter="complete" if args.adapter else None)
+
+
+def cmd_complete(args) -> int:
+    from engine.runner import iter_task
+
+    task = _complete_task(args)
+
+    def process(todo, stats):
+        return iter_task(_backend(args, "complete"), task, todo, chunk_size=args.batch_size * 2, stats=stats)
+
+    return _run_jsonl(args, "complete", process)
+
+
+def _eval_complete(args) -> int:
+    from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.harness import evaluate_completion
+    from eval.report import completion_markdown
+
+    schema = None
+    if not args.attributes:
+        train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
+        schema = schema_from_gold(read_extraction_gold(train))
+        print(f"facet: attributes per category from {train}", file=sys.stderr)
+    task = _complete_task(args, schema)
+    rows = read_extraction_gold(args.data)[: args.limit]
+    report = evaluate_completion(_backend(args, "complete"), task, args.data, rows, seed=args.seed,
+                                 batch_size=args.batch_size, model=args.model, adapter_path=args.adapter,
+                                 examples=args.examples)
+    out = _write_report(args.output, report, completion_markdown)
+    s = report["summary"]
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    print(f"fill accuracy {f(s['fill_accuracy'])}  hidden recall {f(s['hidden_recall'])}  abstention precision "
+          f"{f(s['abstention_precision'])}  false fills {f(s['false_fill_rate'])}  failures {s['failures']}/"
+          f"{s['products']}  {report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
+    return 0
+
+
 def _normalize_task(args):
     from prompts.tasks.normalize import Normalize, load_examples
     from schemas.normalization import NormalizationSpec
@@ -310,6 +365,9 @@ def cmd_render(args) -> int:
             return 2
         args.top_k, args.review_below, args.calibrate = 3, 0.5, False
         task = _classify_task(args)
+    elif args.task == "complete":
+        args.adapter, args.min_confidence = None, 0.5
+        task = _complete_task(args)
     elif args.task == "normalize":
         if not args.spec:
             print("facet: render --task normalize needs --spec FILE", file=sys.stderr)
@@ -364,6 +422,8 @@ def cmd_eval(args) -> int:
         return _eval_classify(args)
     if args.task == "normalize":
         return _eval_normalize(args)
+    if args.task == "complete":
+        return _eval_complete(args)
     schema = None
     if not args.attributes:
         train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
@@ -595,6 +655,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_normalize)
 
+    p = sub.add_parser("complete", help="predict missing attribute values (given values are never changed)",
+                       description="For each product, ask for every attribute its category should have (--attributes) "
+                       "that its record lacks. Values are spans of the product text or an attribute's allowed "
+                       "values, or null; each carries a confidence from the token probabilities and whether it is "
+                       "stated in the text or inferred; answers under --min-confidence become abstentions.",
+                       epilog="examples:\n  facet complete examples/to_complete.jsonl --attributes examples/attributes.json\n"
+                       "  facet complete products.jsonl --attributes attrs.json --examples ../shared/data/oa-mine/"
+                       "train.jsonl -o filled.jsonl\n  facet eval complete --data ../shared/data/oa-mine/validation.jsonl "
+                       "--examples ../shared/data/oa-mine/train.jsonl", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_io_options(p)
+    _add_task_options(p)
+    p.add_argument("--min-confidence", type=float, default=0.5,
+                   help="abstain (null, reported) when a value's probability is below this (default 0.5)")
+    p.set_defaults(func=cmd_complete)
+
     p = sub.add_parser("render", help="print the exact prompt for one record (no model is run)")
     p.add_argument("input", help="JSONL products")
     p.add_argument("--line", type=int, default=None, help="line number of the record (default: the first)")
@@ -602,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'text': after the model's chat template (exactly what the model sees); 'messages': JSON")
     p.add_argument("--schema", action="store_true", help="also print the output constraint")
     p.add_argument("--model", default="smollm2-135m", help="model whose chat template to apply")
-    p.add_argument("--task", choices=["extract", "classify", "normalize"], default="extract",
+    p.add_argument("--task", choices=["extract", "classify", "normalize", "complete"], default="extract",
                    help="whose prompt (default extract; normalize: the first question the rules leave to the model)")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (the prompt shows its top level)")
     p.add_argument("--spec", metavar="FILE", help="normalize: the normalization spec")
@@ -610,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
-    p.add_argument("task", choices=["extract", "classify", "normalize"])
+    p.add_argument("task", choices=["extract", "classify", "normalize", "complete"])
     p.add_argument("--data", required=True, help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract; "
                    "PriceRunner CSV or JSONL {title, category} for classify; WDC-PAVE train.jsonl (with "
                    "train_normalized.jsonl beside it) for normalize")
@@ -622,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(p)
     _add_classify_options(p, taxonomy_required=False)
     _add_normalize_options(p, spec_required=False, prompt=False)
+    p.add_argument("--min-confidence", type=float, default=0.5, help="complete: abstain below this confidence")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="compare eval runs side by side (Markdown, JSON, PNG charts)",

@@ -170,3 +170,89 @@ def evaluate_normalization(backend, task, data: str | Path, rows: list, *, batch
                                  template_hash=template_hash(task.template),
                                  shots=task.shots if task.examples else 0, **prov),
     }
+
+
+def hide_one(rows: list, seed: int = 0) -> list[tuple]:
+    """(product with all gold attributes but one as known ``attributes``, hidden name, its gold values) per row
+    with at least one valued gold attribute; the hidden attribute is drawn per product with ``seed``."""
+    import random
+
+    out = []
+    for r in rows:
+        valued = sorted(k for k, v in r.gold.items() if v)
+        if not valued:
+            continue
+        hidden = random.Random(f"{seed}:{r.product.id}").choice(valued)
+        known = {k: sorted(r.gold[k])[0] for k in valued if k != hidden}
+        out.append((r.product.model_copy(update={"attributes": known}), hidden, r.gold[hidden], set(r.gold)))
+    return out
+
+
+def evaluate_completion(backend, task, data: str | Path, rows: list, *, seed: int = 0, batch_size: int = 16,
+                        progress: bool = True, **prov) -> dict:
+    """Hide one gold attribute per product, give the others as known, ask for every attribute the category
+    should have. Scored: the hidden attribute (filled right / wrong / abstained) and the attributes the gold
+    does not list (OA-Mine lists only attributes the title states, so filling them is a false fill and
+    abstaining is right)."""
+    cases = hide_one(rows, seed)
+    products = [c[0] for c in cases]
+    stats = RunStats()
+    results, seconds = _timed(iter_task(backend, task, products, chunk_size=max(batch_size * 2, 16), stats=stats),
+                              len(products), "complete", progress)
+    n = defaultdict(int)
+    conf_right, conf_wrong, mistakes = [], [], []
+    for (product, hidden, gold, listed), res in zip(cases, results):
+        n["hidden"] += 1
+        if not res.ok:
+            n["failures"] += 1
+            continue
+        filled = {f.name: f for f in res.filled}
+        for f in res.abstained:
+            n["abstained"] += 1
+            if f.name == hidden:
+                n["hidden_abstained"] += 1
+            elif f.name not in listed:
+                n["abstained_right"] += 1
+        f = filled.get(hidden)
+        if f is not None:
+            right = f.value in gold
+            n["hidden_filled"] += 1
+            n["hidden_right"] += right
+            n[f"{f.source}_filled"] += 1
+            n[f"{f.source}_right"] += right
+            (conf_right if right else conf_wrong).append(f.confidence)
+            if not right:
+                mistakes.append({"title": product.title, "attribute": hidden, "gold": sorted(gold),
+                                 "predicted": f.value, "confidence": f.confidence, "source": f.source})
+        for name in filled:
+            if name != hidden and name not in listed:
+                n["false_fills"] += 1
+        n["absent_asked"] += sum(1 for a in task.wanted(product) if a.name != hidden and a.name not in listed)
+
+    def ratio(a, b):
+        return n[a] / n[b] if n[b] else None
+
+    return {
+        "task": "complete",
+        "data": str(data),
+        "summary": {"products": n["hidden"], "failures": n["failures"],
+                    "fill_accuracy": ratio("hidden_right", "hidden_filled"),
+                    "hidden_recall": ratio("hidden_right", "hidden"),
+                    "hidden_abstained": n["hidden_abstained"],
+                    "abstention_precision": ratio("abstained_right", "abstained"),
+                    "false_fill_rate": ratio("false_fills", "absent_asked"),
+                    "stated": {"filled": n["stated_filled"], "accuracy": ratio("stated_right", "stated_filled")},
+                    "inferred": {"filled": n["inferred_filled"], "accuracy": ratio("inferred_right", "inferred_filled")},
+                    "mean_confidence_right": sum(conf_right) / len(conf_right) if conf_right else None,
+                    "mean_confidence_wrong": sum(conf_wrong) / len(conf_wrong) if conf_wrong else None,
+                    "min_confidence": task.min_confidence},
+        "counts": dict(n),
+        "seconds": seconds,
+        "seconds_per_product": seconds / max(1, len(products)),
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "mistakes": mistakes[:25],
+        "predictions": [r.model_dump() for r in results],
+        "provenance": provenance(data_hash=file_hash(data), template=task.template, seed=seed,
+                                 template_hash=template_hash(task.template),
+                                 shots=task.shots if task.examples else 0, adapter=task.adapter, **prov),
+    }

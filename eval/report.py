@@ -139,3 +139,28 @@ def normalization_markdown(report: dict) -> str:
         lines.append(f"| {m['attribute']} | {m['operation']} | {m['raw']} | {' / '.join(m['gold'])} | "
                      f"{m['predicted']} | {m['by']} |")
     return "\n".join(lines) + "\n"
+
+
+def completion_markdown(report: dict) -> str:
+    s = report["summary"]
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = [f"# complete eval: {report['data']}", "",
+             "One gold attribute hidden per product (the others given as known); every attribute of the category "
+             "asked for.", "",
+             "| products | failures | fill accuracy | hidden recall | hidden abstained | abstention precision | "
+             "false-fill rate | s/product |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| {s['products']} | {s['failures']} | **{f(s['fill_accuracy'])}** | {f(s['hidden_recall'])} | "
+             f"{s['hidden_abstained']} | {f(s['abstention_precision'])} | {f(s['false_fill_rate'])} | "
+             f"{report['seconds_per_product']:.2f} |", "",
+             f"Stated in the text: {s['stated']['filled']} fills, accuracy {f(s['stated']['accuracy'])}; inferred: "
+             f"{s['inferred']['filled']} fills, accuracy {f(s['inferred']['accuracy'])}. Mean confidence of right "
+             f"fills {f(s['mean_confidence_right'])}, of wrong fills {f(s['mean_confidence_wrong'])} "
+             f"(abstain below {s['min_confidence']}).", "", "## Example mistakes", "",
+             "| title | attribute | gold | predicted | confidence |", "|---|---|---|---|---:|"]
+    for m in report["mistakes"]:
+        lines.append(f"| {m['title'][:70]} | {m['attribute']} | {' / '.join(m['gold'])} | {m['predicted']} | "
+                     f"{m['confidence']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""complete: predict the attributes a product's category should have but its record lacks.
+
+Given values are never asked for and never overwritten. Each value to fill is constrained to a span of the
+product text or one of the attribute's allowed values, or null (abstain). Every prediction carries a confidence
+(the probability of its value tokens, from the decoder's log-probabilities) and its source: ``stated`` (the
+value is in the text) or ``inferred`` (an allowed value the text does not spell out). Predictions under
+``min_confidence`` are turned into abstentions (reported, with their confidence).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+
+from engine.errors import ParseError
+from engine.types import Completion, JsonSchema, Request
+from prompts.examples import Example, ExamplePool
+from prompts.render import render_messages
+from prompts.spans import candidate_spans, locate
+from schemas import AttributeSchema, AttributeSpec, Product
+from schemas.completion import CompletionResult, Filled
+
+
+def split_known(ex: Example, seed: int = 0) -> tuple[dict[str, str], dict[str, str]]:
+    """A demonstration's gold split into (known, to fill): one attribute hidden, chosen by the seed."""
+    names = sorted(ex.output)
+    hidden = random.Random(f"{seed}:{ex.product.id}").choice(names) if names else None
+    known = {k: v for k, v in ex.output.items() if k != hidden}
+    return known, ({hidden: ex.output[hidden]} if hidden else {})
+
+
+@dataclass(frozen=True)
+class Complete:
+    attribute_schema: AttributeSchema
+    name: str = "complete"
+    template: str = "complete.j2"
+    examples: ExamplePool | None = None
+    shots: int = 3
+    min_confidence: float = 0.5
+    max_input_chars: int = 2000
+    adapter: str | None = None
+
+    def wanted(self, product: Product) -> tuple[AttributeSpec, ...]:
+        given = {k.casefold() for k in product.attributes}
+        return tuple(a for a in self.attribute_schema.for_category(product.category) or ()
+                     if a.name.casefold() not in given)
+
+    def _clip(self, product: Product) -> Product:
+        return product.model_copy(update={"title": product.title[: self.max_input_chars],
+                                          "description": (product.description or "")[: self.max_input_chars] or None})
+
+    def messages(self, product: Product) -> list:
+        product = self._clip(product)
+        demos = []
+        for ex in self.examples.select(product, self.shots) if self.examples else []:
+            known, fill = split_known(ex)
+            attrs = tuple(a for a in self.attribute_schema.for_category(ex.product.category) or ()
+                          if a.name not in known)
+            if not attrs:
+                continue
+            demos.append({"product": ex.product.model_copy(update={"attributes": {}}), "known": known,
+                          "attributes": attrs,
+                          "answer": json.dumps({a.name: fill.get(a.name) for a in attrs}, ensure_ascii=False,
+                                               separators=(",", ":"))})
+        return render_messages(self.template, product=product, attributes=self.wanted(product), examples=demos)
+
+    def schema(self, product: Product) -> dict:
+        spans = candidate_spans(self._clip(product).text())
+        props = {}
+        for a in self.wanted(product):
+            options = list(dict.fromkeys([*spans, *(a.values or ())]))
+            props[a.name] = {"enum": [None, *options]}
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+    def build(self, product: Product) -> Request:
+        wanted = self.wanted(product)
+        if not wanted:
+            known = self.attribute_schema.for_category(product.category)
+            why = ("every attribute of its category is already given" if known else
+                   f"the attribute schema lists no attributes for category {product.category!r}")
+            raise ValueError(f"nothing to complete: {why}")
+        return Request(prompt=tuple(self.messages(product)), constraint=JsonSchema(self.schema(product)),
+                       max_new_tokens=min(1024, 24 + 16 * len(wanted)), adapter=self.adapter, want_logprobs=True)
+
+    def parse(self, completion: Completion, product: Product) -> CompletionResult:
+        if completion.finish_reason == "length":
+            raise ParseError(self.name, completion.text, "answer truncated at the token budget")
+        try:
+            data = json.loads(completion.text)
+        except json.JSONDecodeError as exc:
+            raise ParseError(self.name, completion.text, f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ParseError(self.name, completion.text, "answer is not a JSON object")
+        text = self._clip(product).text()
+        wanted = {a.name: a for a in self.wanted(product)}
+        filled, abstained = [], []
+        for name in wanted:
+            value = data.get(name)
+            conf = value_confidence(completion, name, value)
+            if value is None:
+                abstained.append(Filled(name=name, value=None, confidence=conf, source="none"))
+                continue
+            grounding, _ = locate(value, text)
+            item = Filled(name=name, value=value, confidence=conf,
+                          source="stated" if grounding != "none" else "inferred")
+            if conf < self.min_confidence:
+                abstained.append(item.model_copy(update={"value": None, "abstained_value": value}))
+            else:
+                filled.append(item)
+        return CompletionResult(id=product.id, category=product.category, given=dict(product.attributes),
+                                filled=filled, abstained=abstained)
+
+
+def value_confidence(completion: Completion, name: str, value: str | None) -> float:
+    """Probability of the tokens that wrote ``"name":<value>``'s value (product of their probabilities).
+    1.0 when the backend gave no log-probabilities."""
+    if not completion.logprobs:
+        return 1.0
+    text = completion.text
+    key = json.dumps(name, ensure_ascii=False) + ":"
+    start = text.find(key)
+    if start < 0:
+        return 1.0
+    start += len(key)
+    end = start + len(json.dumps(value, ensure_ascii=False))
+    total, pos = 0.0, 0
+    for token, lp in completion.logprobs:
+        t0, pos = pos, pos + len(token)
+        if pos > start and t0 < end:
+            total += lp
+        if t0 >= end:
+            break
+    return math.exp(total)

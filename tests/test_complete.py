@@ -1,0 +1,118 @@
+"""complete: fill only what is missing, never overwrite, abstain without evidence, confidence from log-probs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from engine.types import Completion
+from prompts.tasks.complete import Complete, value_confidence
+from schemas import AttributeSchema, ErrorRecord, Product
+
+SCHEMA = AttributeSchema.from_mapping({"Mugs": ["Brand", "Color", {"name": "Material", "values": ["Ceramic", "Steel"]}]})
+
+
+def test_only_missing_attributes_are_asked_and_the_grammar_allows_spans_values_or_null():
+    task = Complete(SCHEMA)
+    p = Product(id="a", title="Acme mug, red", category="Mugs", attributes={"brand": "Acme"})
+    req = task.build(p)
+    props = req.constraint.schema["properties"]
+    assert list(props) == ["Color", "Material"]  # Brand is given (case-insensitively): never asked
+    assert None in props["Color"]["enum"] and "red" in props["Color"]["enum"]
+    assert {"Ceramic", "Steel"} <= set(props["Material"]["enum"])
+    text = req.prompt[-1]["content"]
+    assert 'Known: {"brand":"Acme"}' in text and "Fill: Color, Material" in text
+    assert req.want_logprobs
+
+
+def test_nothing_to_complete_is_a_clear_error_record(scripted):
+    from engine.runner import run_task
+
+    task = Complete(SCHEMA)
+    full = Product(id="f", title="Acme mug", category="Mugs", attributes={"Brand": "A", "Color": "r", "Material": "Steel"})
+    other = Product(id="o", title="Acme mug", category="Lamps")
+    out = run_task(scripted(lambda r, c: pytest.fail("no request should be sent")), task, [full, other])
+    assert all(isinstance(r, ErrorRecord) for r in out)
+    assert "already given" in out[0].error and "'Lamps'" in out[1].error
+
+
+def test_values_confidence_source_and_abstention():
+    task = Complete(SCHEMA, min_confidence=0.5)
+    p = Product(id="a", title="Acme mug, red", category="Mugs", attributes={"Brand": "Acme"})
+    text = '{"Color":"red","Material":"Ceramic"}'
+    # tokens: '{"Color":"' 're' 'd' '","Material":"' 'Cer' 'amic' '"}'
+    toks = [('{"Color":"', -0.01), ("re", math.log(0.9)), ("d", 0.0), ('","Material":"', -0.01),
+            ("Cer", math.log(0.3)), ("amic", 0.0), ('"}', 0.0)]
+    res = task.parse(Completion(text=text, finish_reason="stop", logprobs=tuple(toks)), p)
+    assert [(f.name, f.value, f.source) for f in res.filled] == [("Color", "red", "stated")]
+    # the tokens that overlap the value with its quotes: the two boundary tokens count too
+    assert res.filled[0].confidence == pytest.approx(0.9 * math.exp(-0.02), rel=1e-3)
+    [ab] = res.abstained
+    assert ab.name == "Material" and ab.value is None and ab.abstained_value == "Ceramic" and ab.confidence < 0.5
+    assert res.as_dict() == {"Brand": "Acme", "Color": "red"}  # the given value untouched
+
+
+def test_confidence_of_null_and_without_logprobs():
+    c = Completion(text='{"Color":null}', finish_reason="stop",
+                   logprobs=(('{"Color":', 0.0), ("null", math.log(0.8)), ("}", 0.0)))
+    assert value_confidence(c, "Color", None) == pytest.approx(0.8)
+    assert value_confidence(Completion(text='{"Color":null}', finish_reason="stop"), "Color", None) == 1.0
+
+
+def test_tiny_model_end_to_end_with_demonstrations(tiny_backend, tmp_path):
+    from engine.runner import run_task
+    from prompts.examples import ExamplePool
+
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(json.dumps({"title": "Zed mug, blue", "category": "Mugs",
+                                 "output": {"Brand": "Zed", "Color": "blue"}}) + "\n")
+    task = Complete(SCHEMA, examples=ExamplePool.from_jsonl(demos), min_confidence=0.0)
+    p = Product(id="a", title="Acme mug, red", category="Mugs", attributes={"Brand": "Acme"})
+    assert "Zed mug, blue" in task.messages(p)[1]["content"]  # the demonstration shows its own known/fill split
+    [res] = run_task(tiny_backend, task, [p])
+    assert res.ok and {f.name for f in res.filled} | {f.name for f in res.abstained} == {"Color", "Material"}
+    for f in res.filled:
+        assert f.value in task.schema(p)["properties"][f.name]["enum"] and 0.0 <= f.confidence <= 1.0
+
+
+def test_eval_hides_one_attribute_and_scores_fills_and_abstentions(scripted, tmp_path):
+    from eval.datasets import read_extraction_gold
+    from eval.harness import evaluate_completion
+
+    data = tmp_path / "validation.jsonl"
+    data.write_text(json.dumps({"input": "Acme mug, red", "category": "Mugs",
+                                "target_scores": {"Brand": {"Acme": 1}, "Color": {"red": 1}}}) + "\n")
+    rows = read_extraction_gold(data)
+
+    def answer(req, _c):
+        asked = list(req.constraint.schema["properties"])
+        gold = {"Brand": "Acme", "Color": "red"}
+        return json.dumps({a: gold.get(a) for a in asked})  # right on the hidden one, null on Material
+
+    report = evaluate_completion(scripted(answer), Complete(SCHEMA), data, rows, progress=False)
+    s = report["summary"]
+    assert s["fill_accuracy"] == 1.0 and s["hidden_recall"] == 1.0
+    assert s["abstention_precision"] == 1.0 and s["false_fill_rate"] == 0.0
+
+
+def test_cli_and_engine_complete(tmp_path, tiny_model_dir, scripted):
+    from engine.api import Engine
+    from engine.cli import main
+
+    attrs = tmp_path / "attrs.json"
+    attrs.write_text(json.dumps({"Mugs": ["Brand", "Color"]}))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "title": "Acme mug, red", "category": "Mugs", "attributes": {"Brand": "Acme"}})
+                   + "\n" + json.dumps({"id": "b", "title": "Zed mug", "category": "Mugs",
+                                        "attributes": {"Brand": "Zed", "Color": "x"}}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["complete", str(src), "--attributes", str(attrs), "-o", str(out), "--model", str(tiny_model_dir),
+                 "-q", "--min-confidence", "0"]) == 0
+    a, b = [json.loads(x) for x in out.read_text().splitlines()]
+    assert a["ok"] and a["given"] == {"Brand": "Acme"} and not b["ok"] and "already given" in b["error"]
+    eng = Engine(backend=scripted(lambda r, c: '{"Color":"red"}'))
+    r = eng.complete({"title": "Acme mug, red", "category": "Mugs", "attributes": {"Brand": "Acme"}},
+                     {"Mugs": ["Brand", "Color"]})
+    assert r.as_dict() == {"Brand": "Acme", "Color": "red"} and r.filled[0].confidence == 1.0
