@@ -1,6 +1,6 @@
 # facet: two entry points (see README).
-#   make demo   set everything up, then extract attributes from examples/products.jsonl with the default model
-#               and classify them into examples/taxonomy.json
+#   make demo   set everything up, then extract attributes from examples/products.jsonl with the default model,
+#               classify them into examples/taxonomy.json, and normalize examples/to_normalize.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
 PY      ?= python3
@@ -35,8 +35,10 @@ demo: setup
 	    --attributes examples/attributes.json --examples examples/demonstrations.jsonl
 	HF_HUB_OFFLINE=1 $(BIN)/facet classify examples/products.jsonl -o out/categories.jsonl --overwrite \
 	    --taxonomy examples/taxonomy.json --examples examples/labelled.jsonl
-	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl):"
-	@head -n 3 out/attributes.jsonl out/categories.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/facet normalize examples/to_normalize.jsonl -o out/normalized.jsonl --overwrite \
+	    --spec examples/normalization.json
+	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl, out/normalized.jsonl):"
+	@head -n 3 out/attributes.jsonl out/categories.jsonl out/normalized.jsonl
 
 test: setup setup-vllm
 	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 $(BIN)/python -m pytest -m "slow or vllm or not slow" -q

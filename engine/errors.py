@@ -40,3 +40,18 @@ class InputError(FacetError):
         self.reason = reason
         self.line = line
         self.record_id = record_id
+
+
+def json_object_answer(task: str, completion) -> dict:
+    """The completion's text as a JSON object, or the ParseError that says why it is not one."""
+    import json
+
+    if completion.finish_reason == "length":
+        raise ParseError(task, completion.text, "answer truncated at the token budget")
+    try:
+        data = json.loads(completion.text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(task, completion.text, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParseError(task, completion.text, "answer is not a JSON object")
+    return data

@@ -211,6 +211,7 @@ def evaluate_completion(backend, task, data: str | Path, rows: list, *, seed: in
             n["abstained"] += 1
             if f.name == hidden:
                 n["hidden_abstained"] += 1
+                n["hidden_withheld_right"] += f.abstained_value in gold  # right, but under min_confidence
             elif f.name not in listed:
                 n["abstained_right"] += 1
         f = filled.get(hidden)
@@ -239,6 +240,7 @@ def evaluate_completion(backend, task, data: str | Path, rows: list, *, seed: in
                     "fill_accuracy": ratio("hidden_right", "hidden_filled"),
                     "hidden_recall": ratio("hidden_right", "hidden"),
                     "hidden_abstained": n["hidden_abstained"],
+                    "hidden_withheld_right": n["hidden_withheld_right"],
                     "abstention_precision": ratio("abstained_right", "abstained"),
                     "false_fill_rate": ratio("false_fills", "absent_asked"),
                     "stated": {"filled": n["stated_filled"], "accuracy": ratio("stated_right", "stated_filled")},

@@ -158,7 +158,8 @@ def completion_markdown(report: dict) -> str:
              f"Stated in the text: {s['stated']['filled']} fills, accuracy {f(s['stated']['accuracy'])}; inferred: "
              f"{s['inferred']['filled']} fills, accuracy {f(s['inferred']['accuracy'])}. Mean confidence of right "
              f"fills {f(s['mean_confidence_right'])}, of wrong fills {f(s['mean_confidence_wrong'])} "
-             f"(abstain below {s['min_confidence']}).", "", "## Example mistakes", "",
+             f"(abstain below {s['min_confidence']}); {s.get('hidden_withheld_right', 0)} hidden values were answered right "
+             f"but withheld under that threshold.", "", "## Example mistakes", "",
              "| title | attribute | gold | predicted | confidence |", "|---|---|---|---|---:|"]
     for m in report["mistakes"]:
         lines.append(f"| {m['title'][:70]} | {m['attribute']} | {' / '.join(m['gold'])} | {m['predicted']} | "

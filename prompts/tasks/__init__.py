@@ -1,7 +1,10 @@
 """Tasks: each pairs a template, an output constraint and a parser. Listed explicitly here."""
 
+from prompts.tasks.classify import Classify
+from prompts.tasks.complete import Complete
 from prompts.tasks.extract import Extract
+from prompts.tasks.normalize import Normalize
 
-TASKS = {"extract": Extract}
+TASKS = {"extract": Extract, "classify": Classify, "normalize": Normalize, "complete": Complete}
 
-__all__ = ["TASKS", "Extract"]
+__all__ = ["TASKS", "Classify", "Complete", "Extract", "Normalize"]

@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from engine.errors import ParseError
+from engine.errors import json_object_answer
 from engine.types import Completion, JsonSchema, Request
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
@@ -85,14 +85,7 @@ class Complete:
                        max_new_tokens=min(1024, 24 + 16 * len(wanted)), adapter=self.adapter, want_logprobs=True)
 
     def parse(self, completion: Completion, product: Product) -> CompletionResult:
-        if completion.finish_reason == "length":
-            raise ParseError(self.name, completion.text, "answer truncated at the token budget")
-        try:
-            data = json.loads(completion.text)
-        except json.JSONDecodeError as exc:
-            raise ParseError(self.name, completion.text, f"not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ParseError(self.name, completion.text, "answer is not a JSON object")
+        data = json_object_answer(self.name, completion)
         text = self._clip(product).text()
         wanted = {a.name: a for a in self.wanted(product)}
         filled, abstained = [], []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from engine.errors import ParseError
+from engine.errors import ParseError, json_object_answer
 from engine.types import Completion, JsonSchema, Request
 from prompts.examples import ExamplePool
 from prompts.render import render_messages
@@ -111,14 +111,7 @@ class Extract:
 
     # -- output -----------------------------------------------------------------------------
     def parse(self, completion: Completion, product: Product) -> ExtractionResult:
-        if completion.finish_reason == "length":
-            raise ParseError(self.name, completion.text, "answer truncated at the token budget")
-        try:
-            data = json.loads(completion.text)
-        except json.JSONDecodeError as exc:
-            raise ParseError(self.name, completion.text, f"not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ParseError(self.name, completion.text, "answer is not a JSON object")
+        data = json_object_answer(self.name, completion)
         clipped, warnings = self.clip(product)
         attrs = self.attributes_for(product)
         allowed = {a.name: a for a in attrs} if attrs else None
