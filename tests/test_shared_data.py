@@ -61,3 +61,20 @@ def test_few_shot_classification_on_pricerunner(tmp_path, default_model_dir):
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["failures"] == 0 and report["summary"]["accuracy"] >= 0.6
     assert len(report["confusion"]["labels"]) <= 10
+
+
+def test_wdc_pave_rules_normalize_units_and_wrangling_exactly():
+    """The rules read from descriptions.csv, without any model, on the real raw -> normalized gold."""
+    from eval.datasets import read_normalization_gold
+    from eval.harness import evaluate_normalization
+    from prompts.tasks.normalize import Normalize
+    from schemas.normalization import NormalizationSpec
+
+    wdc = OA_MINE.parent / "wdc-pave"
+
+    rows = read_normalization_gold(wdc / "train.jsonl")
+    task = Normalize(NormalizationSpec.load(wdc / "descriptions.csv"))
+    report = evaluate_normalization(None, task, wdc / "train.jsonl", rows, progress=False)
+    f1 = {o["operation"]: o["f1"] for o in report["operations"]}
+    assert f1["unit conversion"] >= 0.99 and f1["string wrangling"] >= 0.98 and f1["name expansion"] >= 0.9
+    assert f1["none"] == 1.0
