@@ -60,6 +60,22 @@ def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | N
     return pairs
 
 
+def classify_pairs(task, rows: list, report: DataReport | None = None):
+    """(messages, answer) for every taxonomy level of each labelled product (``ClassGold``): the prompt the
+    classifier shows at that level, the gold child as the answer (what ``score()`` measures: choice + end)."""
+    report = report if report is not None else DataReport()
+    pairs = []
+    for r in rows:
+        path = tuple(r.path)
+        if path not in task.taxonomy:
+            report.add("label outside the taxonomy (skipped)", f"{r.product.id}:{' > '.join(path)}")
+            continue
+        report.usable += 1
+        for level in range(len(path)):
+            pairs.append((task.messages(r.product, path[:level]), path[level]))
+    return pairs
+
+
 def encode(tokenizer, messages, answer: str, max_len: int) -> dict | None:
     """Token ids and labels (-100 on the prompt); None when the answer would be cut off."""
     from engine.chat import to_prompt_text

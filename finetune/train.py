@@ -208,14 +208,83 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
     return prov
 
 
+def _extract_data(args, cfg: TrainConfig):
+    """(template, training pairs, validation pairs, files to save beside the adapter, provenance) for extract."""
+    from engine.cli import _task
+    from eval.datasets import read_extraction_gold, schema_from_gold
+    from finetune.data import DataReport, augment, extract_pairs
+
+    try:
+        rows = read_extraction_gold(args.train)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read training data {args.train}: {exc}") from None
+    if not rows:
+        raise ValueError(f"{args.train} holds no records; nothing to train on")
+    schema = None if args.attributes else schema_from_gold(rows)
+    task = _task(argparse_ns(args, examples=None), schema)
+    if args.val:
+        train_rows, val_rows = rows, read_extraction_gold(args.val)
+    else:
+        train_rows, val_rows = _split(rows, cfg)
+    report = DataReport()
+    pairs = extract_pairs(task, train_rows, report)
+    if cfg.augment:
+        extra = augment(train_rows, cfg.augment, cfg.seed)
+        pairs += extract_pairs(task, extra)
+        print(f"facet: augmentation added {len(pairs) - report.usable} variants (reordered parts, a value dropped "
+              f"from the title, lower case)", file=sys.stderr)
+    files = {}
+    if schema is not None:
+        files["attributes.json"] = json.dumps({c: [a.name for a in s] for c, s in schema.categories.items()}, indent=1)
+    return task.template, pairs, extract_pairs(task, val_rows), report, files, {"grounded": task.grounded}
+
+
+def _classify_data(args, cfg: TrainConfig):
+    """The same for classify: one (prompt, answer) per taxonomy level of each labelled product. ``--holdout N``
+    leaves out exactly the sample `facet eval classify --limit N --seed S` scores, and its product clusters."""
+    from engine.cli import _classify_task
+    from eval.datasets import read_classification_gold, split_by_group
+    from finetune.data import DataReport, classify_pairs
+    from schemas.taxonomy import Taxonomy
+
+    try:
+        rows = read_classification_gold(args.train)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read training data {args.train}: {exc}") from None
+    if not rows:
+        raise ValueError(f"{args.train} holds no records; nothing to train on")
+    taxonomy = Taxonomy.load(args.taxonomy) if args.taxonomy else Taxonomy([r.path for r in rows], "labels of data")
+    held = 0
+    if args.holdout:
+        sample, rows = split_by_group(rows, args.holdout, args.seed)
+        held = len(sample)
+    if args.max_records and len(rows) > args.max_records:
+        rows = random.Random(cfg.seed).sample(rows, args.max_records)
+    if args.val:
+        train_rows, val_rows = rows, read_classification_gold(args.val)
+    else:
+        train_rows, val_rows = _split(rows, cfg)
+    ns = argparse_ns(args, examples=None, top_k=3, review_below=0.5, calibrate=False, shots=0)
+    task = _classify_task(ns, taxonomy, None)
+    report = DataReport()
+    pairs = classify_pairs(task, train_rows, report)
+    return task.template, pairs, classify_pairs(task, val_rows), report, {}, {
+        "taxonomy": taxonomy.name, "holdout": held, "holdout_seed": args.seed if held else None}
+
+
+def _split(rows: list, cfg: TrainConfig) -> tuple[list, list]:
+    rows = rows[:]
+    random.Random(cfg.seed).shuffle(rows)
+    k = max(1, int(len(rows) * cfg.val_fraction))
+    return rows[k:], rows[:k]
+
+
 def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     import torch
 
-    from engine.cli import _task
     from engine.models import load_model, load_tokenizer, resolve_model
-    from eval.datasets import read_extraction_gold, schema_from_gold
     from eval.report import file_hash, hardware
-    from finetune.data import DataReport, augment, encode, extract_pairs
+    from finetune.data import encode
     from prompts.render import template_hash
 
     cfg = TrainConfig(task=args.task, model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
@@ -224,31 +293,8 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
                       augment=getattr(args, "augment", 0))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    try:
-        rows = read_extraction_gold(args.train)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot read training data {args.train}: {exc}") from None
-    if not rows:
-        raise ValueError(f"{args.train} holds no records; nothing to train on")
-    schema = None
-    if not args.attributes:
-        schema = schema_from_gold(rows)
-    task = _task(argparse_ns(args, examples=None), schema)
-    rng = random.Random(cfg.seed)
-    if args.val:
-        train_rows, val_rows = rows, read_extraction_gold(args.val)
-    else:
-        rows = rows[:]
-        rng.shuffle(rows)
-        k = max(1, int(len(rows) * cfg.val_fraction))
-        train_rows, val_rows = rows[k:], rows[:k]
-    report = DataReport()
-    pairs = extract_pairs(task, train_rows, report)
-    if cfg.augment:
-        extra = augment(train_rows, cfg.augment, cfg.seed)
-        pairs += extract_pairs(task, extra)
-        print(f"facet: augmentation added {len(pairs) - report.usable} variants (reordered parts, a value dropped "
-              f"from the title, lower case)", file=sys.stderr)
+    build = {"extract": _extract_data, "classify": _classify_data}[args.task]
+    template, pairs, val_pairs, report, files, extra = build(args, cfg)
     print(f"facet: training data {args.train}:\n{report.text()}", file=sys.stderr)
     if report.usable < 8:
         raise ValueError(f"only {report.usable} usable training records in {args.train}; need at least 8")
@@ -256,20 +302,19 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     tok = load_tokenizer(folder)
     tok.padding_side = "right"
     train_data = [e for e in (encode(tok, m, a, cfg.max_len) for m, a in pairs) if e]
-    val_data = [e for e in (encode(tok, m, a, cfg.max_len) for m, a in extract_pairs(task, val_rows)) if e]
+    val_data = [e for e in (encode(tok, m, a, cfg.max_len) for m, a in val_pairs) if e]
     if len(train_data) < len(pairs):
         print(f"facet: {len(pairs) - len(train_data)} records longer than {cfg.max_len} tokens skipped", file=sys.stderr)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    if schema is not None:
-        (out / "attributes.json").write_text(json.dumps(
-            {c: [a.name for a in s] for c, s in schema.categories.items()}, indent=1))
+    for name, text in files.items():
+        (out / name).write_text(text)
     model = load_model(folder, "float32")
     prov = train(model, tok, train_data, val_data, cfg, out, resume=args.resume, provenance={
-        "task": args.task, "base_model": str(folder), "template": task.template,
-        "template_hash": template_hash(task.template), "train_data": str(args.train),
+        "task": args.task, "base_model": str(folder), "template": template,
+        "template_hash": template_hash(template), "train_data": str(args.train),
         "train_data_hash": file_hash(args.train), "val_data": str(args.val) if args.val else "10% of train",
-        "grounded": task.grounded, "hardware": hardware()})
+        "hardware": hardware(), **extra})
     print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
           f"best val loss {prov['best_val_loss']})", file=sys.stderr)
     return 0

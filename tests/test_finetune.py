@@ -218,3 +218,33 @@ def test_augmented_variants_keep_every_gold_value_a_span_of_the_title():
     assert kinds["lower"].gold["Brand"] == {"acme"}
     # a title the changes cannot apply to yields fewer variants, never a wrong one
     assert [r.product.id for r in augment([GoldProduct(Product(id="b", title="acme"), {"Brand": {"acme"}})], 3)] == []
+
+
+def test_classify_adapter_trains_on_the_classifier_prompts_and_holds_out_the_eval_sample(tmp_path, tiny_model_dir):
+    import csv
+
+    from engine.cli import main
+    from eval.datasets import read_classification_gold, split_by_group
+    from finetune.data import classify_pairs
+    from prompts.tasks.classify import Classify
+    from schemas.taxonomy import Taxonomy
+
+    f = tmp_path / "dev.csv"
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Product ID", "Product Title", "Category Label", "Cluster ID"])
+        for i in range(40):
+            w.writerow([i, f"{BRANDS[i % 6]} thing {i}", ["Mugs", "Lamps"][i % 2], i // 2])
+    rows = read_classification_gold(f)
+    task = Classify(taxonomy=Taxonomy([r.path for r in rows]))
+    pairs = classify_pairs(task, rows[:3])
+    assert [a for _, a in pairs] == ["Mugs", "Lamps", "Mugs"]
+    assert pairs[0][0] == task.messages(rows[0].product, ())  # the very prompt the classifier scores
+    ad = tmp_path / "cls"
+    assert main(["train", "classify", "--train", str(f), "-o", str(ad), "--model", str(tiny_model_dir),
+                 "--holdout", "10", "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
+    prov = json.loads((ad / "facet_provenance.json").read_text())
+    sample, rest = split_by_group(rows, 10, 0)
+    assert prov["task"] == "classify" and prov["holdout"] == 10
+    assert prov["train_records"] + prov["val_records"] == len(rest)  # the eval sample and its clusters left out
+    check_adapter(ad)
