@@ -259,6 +259,7 @@ def _eval_complete(args) -> int:
     from eval.datasets import read_extraction_gold, schema_from_gold
     from eval.harness import evaluate_completion
     from eval.report import completion_markdown
+    from eval.report import ratio_text as f
 
     schema = None
     if not args.attributes:
@@ -272,10 +273,6 @@ def _eval_complete(args) -> int:
                                  examples=args.examples)
     out = _write_report(args.output, report, completion_markdown)
     s = report["summary"]
-
-    def f(x):
-        return "n/a" if x is None else f"{x:.3f}"
-
     print(f"fill accuracy {f(s['fill_accuracy'])}  hidden recall {f(s['hidden_recall'])}  abstention precision "
           f"{f(s['abstention_precision'])}  false fills {f(s['false_fill_rate'])}  failures {s['failures']}/"
           f"{s['products']}  {report['seconds_per_product']:.2f} s/product  -> {out}/report.md")

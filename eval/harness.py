@@ -175,14 +175,14 @@ def evaluate_normalization(backend, task, data: str | Path, rows: list, *, batch
 def hide_one(rows: list, seed: int = 0) -> list[tuple]:
     """(product with all gold attributes but one as known ``attributes``, hidden name, its gold values) per row
     with at least one valued gold attribute; the hidden attribute is drawn per product with ``seed``."""
-    import random
+    from prompts.tasks.complete import pick_hidden
 
     out = []
     for r in rows:
         valued = sorted(k for k, v in r.gold.items() if v)
         if not valued:
             continue
-        hidden = random.Random(f"{seed}:{r.product.id}").choice(valued)
+        hidden = pick_hidden(valued, r.product.id, seed)
         known = {k: sorted(r.gold[k])[0] for k in valued if k != hidden}
         out.append((r.product.model_copy(update={"attributes": known}), hidden, r.gold[hidden], set(r.gold)))
     return out

@@ -141,11 +141,14 @@ def normalization_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ratio_text(x: float | None) -> str:
+    """A ratio to three decimals, or n/a when there was nothing to divide by."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def completion_markdown(report: dict) -> str:
     s = report["summary"]
-
-    def f(x):
-        return "n/a" if x is None else f"{x:.3f}"
+    f = ratio_text
 
     lines = [f"# complete eval: {report['data']}", "",
              "One gold attribute hidden per product (the others given as known); every attribute of the category "

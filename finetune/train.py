@@ -214,12 +214,7 @@ def _extract_data(args, cfg: TrainConfig):
     from eval.datasets import read_extraction_gold, schema_from_gold
     from finetune.data import DataReport, augment, extract_pairs
 
-    try:
-        rows = read_extraction_gold(args.train)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot read training data {args.train}: {exc}") from None
-    if not rows:
-        raise ValueError(f"{args.train} holds no records; nothing to train on")
+    rows = _read_training(read_extraction_gold, args.train)
     schema = None if args.attributes else schema_from_gold(rows)
     task = _task(argparse_ns(args, examples=None), schema)
     if args.val:
@@ -247,12 +242,7 @@ def _classify_data(args, cfg: TrainConfig):
     from finetune.data import DataReport, classify_pairs
     from schemas.taxonomy import Taxonomy
 
-    try:
-        rows = read_classification_gold(args.train)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot read training data {args.train}: {exc}") from None
-    if not rows:
-        raise ValueError(f"{args.train} holds no records; nothing to train on")
+    rows = _read_training(read_classification_gold, args.train)
     taxonomy = Taxonomy.load(args.taxonomy) if args.taxonomy else Taxonomy([r.path for r in rows], "labels of data")
     held = 0
     if args.holdout:
@@ -270,6 +260,17 @@ def _classify_data(args, cfg: TrainConfig):
     pairs = classify_pairs(task, train_rows, report)
     return task.template, pairs, classify_pairs(task, val_rows), report, {}, {
         "taxonomy": taxonomy.name, "holdout": held, "holdout_seed": args.seed if held else None}
+
+
+def _read_training(reader, path) -> list:
+    """The training rows, or a ValueError that names the file and what is wrong with it."""
+    try:
+        rows = reader(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read training data {path}: {exc}") from None
+    if not rows:
+        raise ValueError(f"{path} holds no records; nothing to train on")
+    return rows
 
 
 def _split(rows: list, cfg: TrainConfig) -> tuple[list, list]:

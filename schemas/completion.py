@@ -25,6 +25,7 @@ class CompletionResult(BaseModel):
     given: dict[str, str] = Field(default_factory=dict, description="the values the record had (never changed)")
     filled: list[Filled] = Field(default_factory=list)
     abstained: list[Filled] = Field(default_factory=list, description="attributes left empty, with why")
+    warnings: list[str] = Field(default_factory=list, description="e.g. product text truncated for the prompt")
 
     def as_dict(self) -> dict[str, str]:
         """The completed record: given values, then the filled ones."""

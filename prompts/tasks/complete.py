@@ -19,14 +19,20 @@ from engine.types import Completion, JsonSchema, Request
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
 from prompts.spans import candidate_spans, locate
+from prompts.tasks.extract import clip_product
 from schemas import AttributeSchema, AttributeSpec, Product
 from schemas.completion import CompletionResult, Filled
 
 
+def pick_hidden(names, product_id: str, seed: int = 0) -> str | None:
+    """The attribute to hide from a product's record: a seeded choice per product (None when there is none)."""
+    names = sorted(names)
+    return random.Random(f"{seed}:{product_id}").choice(names) if names else None
+
+
 def split_known(ex: Example, seed: int = 0) -> tuple[dict[str, str], dict[str, str]]:
     """A demonstration's gold split into (known, to fill): one attribute hidden, chosen by the seed."""
-    names = sorted(ex.output)
-    hidden = random.Random(f"{seed}:{ex.product.id}").choice(names) if names else None
+    hidden = pick_hidden(ex.output, ex.product.id, seed)
     known = {k: v for k, v in ex.output.items() if k != hidden}
     return known, ({hidden: ex.output[hidden]} if hidden else {})
 
@@ -47,12 +53,8 @@ class Complete:
         return tuple(a for a in self.attribute_schema.for_category(product.category) or ()
                      if a.name.casefold() not in given)
 
-    def _clip(self, product: Product) -> Product:
-        return product.model_copy(update={"title": product.title[: self.max_input_chars],
-                                          "description": (product.description or "")[: self.max_input_chars] or None})
-
     def messages(self, product: Product) -> list:
-        product = self._clip(product)
+        product, _ = clip_product(product, self.max_input_chars)
         demos = []
         for ex in self.examples.select(product, self.shots) if self.examples else []:
             known, fill = split_known(ex)
@@ -67,7 +69,7 @@ class Complete:
         return render_messages(self.template, product=product, attributes=self.wanted(product), examples=demos)
 
     def schema(self, product: Product) -> dict:
-        spans = candidate_spans(self._clip(product).text())
+        spans = candidate_spans(clip_product(product, self.max_input_chars)[0].text())
         props = {}
         for a in self.wanted(product):
             options = list(dict.fromkeys([*spans, *(a.values or ())]))
@@ -86,7 +88,8 @@ class Complete:
 
     def parse(self, completion: Completion, product: Product) -> CompletionResult:
         data = json_object_answer(self.name, completion)
-        text = self._clip(product).text()
+        clipped, warnings = clip_product(product, self.max_input_chars)
+        text = clipped.text()
         wanted = {a.name: a for a in self.wanted(product)}
         filled, abstained = [], []
         for name in wanted:
@@ -103,7 +106,7 @@ class Complete:
             else:
                 filled.append(item)
         return CompletionResult(id=product.id, category=product.category, given=dict(product.attributes),
-                                filled=filled, abstained=abstained)
+                                filled=filled, abstained=abstained, warnings=warnings)
 
 
 def value_confidence(completion: Completion, name: str, value: str | None) -> float:

@@ -25,6 +25,22 @@ def answer_json(output: dict[str, str | None], attributes: tuple[AttributeSpec, 
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def clip_product(product: Product, max_chars: int) -> tuple[Product, list[str]]:
+    """Keep title + description within ``max_chars`` (title first); say so when something was cut."""
+    warnings = []
+    title, desc = product.title, product.description
+    if len(title) > max_chars:
+        warnings.append(f"title truncated from {len(title)} to {max_chars} characters")
+        title = title[:max_chars]
+    room = max(0, max_chars - len(title))
+    if desc and len(desc) > room:
+        warnings.append(f"description truncated from {len(desc)} to {room} characters")
+        desc = desc[:room] or None
+    if not warnings:
+        return product, []
+    return product.model_copy(update={"title": title, "description": desc}), warnings
+
+
 @dataclass(frozen=True)
 class Extract:
     name: str = "extract"
@@ -42,19 +58,7 @@ class Extract:
         return self.attribute_schema.for_category(product.category) if self.attribute_schema else None
 
     def clip(self, product: Product) -> tuple[Product, list[str]]:
-        """Keep product text within the prompt budget; say so when something was cut."""
-        warnings = []
-        title, desc = product.title, product.description
-        if len(title) > self.max_input_chars:
-            warnings.append(f"title truncated from {len(title)} to {self.max_input_chars} characters")
-            title = title[: self.max_input_chars]
-        room = max(0, self.max_input_chars - len(title))
-        if desc and len(desc) > room:
-            warnings.append(f"description truncated from {len(desc)} to {room} characters")
-            desc = desc[:room] or None
-        if not warnings:
-            return product, []
-        return product.model_copy(update={"title": title, "description": desc}), warnings
+        return clip_product(product, self.max_input_chars)
 
     def messages(self, product: Product):
         product, _ = self.clip(product)

@@ -56,8 +56,9 @@ def _ureg():
 def _magnitude(m: re.Match) -> float:
     if m.group("fnum"):
         return int(m.group("fnum")) / int(m.group("fden"))
-    value = float(m.group("whole").replace(",", "")) if "," in m.group("whole") and len(m.group("whole").split(",")[-1]) == 3 \
-        else float(m.group("whole").replace(",", "."))
+    whole = m.group("whole")
+    # "1,000" is a thousands separator, "2,5" a decimal comma
+    value = float(whole.replace(",", "") if re.fullmatch(r"\d*,\d{3}", whole) else whole.replace(",", "."))
     if m.group("num"):
         value += int(m.group("num")) / int(m.group("den"))
     return value
@@ -200,6 +201,10 @@ def is_colour_options(options: list[str]) -> bool:
 
 
 # -- the task ------------------------------------------------------------------------------------
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
 @dataclass(frozen=True)
 class Question:
     """One choice the model has to make (kind 'name' or 'value')."""
@@ -240,29 +245,23 @@ class Normalize:
     def demos(self, q: Question) -> list[dict]:
         """The ``shots`` demonstrations of the same attribute (never from the same product) whose title and
         value share the most words with this one's."""
-        def words(text: str) -> set[str]:
-            return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-        mine = words(f"{q.product.title} {q.value}")
+        mine = _words(f"{q.product.title} {q.value}")
         pool = [d for d in self.examples if d.get("attribute") == q.attribute and d.get("answer") in q.options
                 and d.get("title") != q.product.title]
-        pool.sort(key=lambda d: -len(mine & words(f"{d.get('title', '')} {d.get('value', '')}")))
+        pool.sort(key=lambda d: -len(mine & _words(f"{d.get('title', '')} {d.get('value', '')}")))
         return pool[: self.shots]
 
     def nearest_example(self, q: Question) -> str | None:
         """The answer of the demonstration (same attribute and category, another product) whose raw value shares
         the most words with this value, ties broken by title overlap; None when no value shares a word."""
-        def words(text: str) -> set[str]:
-            return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-        value, title = words(q.value), words(q.product.title)
+        value, title = _words(q.value), _words(q.product.title)
         best, key = None, (0, 0)
         for d in self.examples:
             if d.get("attribute") != q.attribute or d.get("answer") not in q.options or d.get("title") == q.product.title:
                 continue
             if q.product.category and d.get("category") not in (None, q.product.category):
                 continue
-            k = (len(value & words(str(d.get("value", "")))), len(title & words(d.get("title", ""))))
+            k = (len(value & _words(str(d.get("value", "")))), len(title & _words(d.get("title", ""))))
             if k[0] and k > key:
                 best, key = d["answer"], k
         return best
