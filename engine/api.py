@@ -173,3 +173,39 @@ class Engine:
                         adapter="complete" if "complete" in self.config.adapters else None)
         items = [as_product(p, i) for i, p in enumerate(products)]
         return run_task(self.backend, task, items, stats=self.stats)
+
+    def rank(self, product: Any, **options: Any):
+        """Attribute importance for one product; see :meth:`rank_many`."""
+        return self.rank_many([product], **options)[0]
+
+    def rank_many(self, products: Iterable[Any], *, query: str | None = None, user: str | None = None,
+                  segment: str | None = None, behaviour: Any = None, examples: Any = None, shots: int = 3,
+                  reasons: str = "evidence") -> list:
+        """RankingResult (attributes in order, weights summing to 1, a reason each) or ErrorRecord per product.
+
+        Each item: a dict with the product's fields and its ``attributes`` (or ``rank``: the names to order),
+        optionally ``query``/``user``/``segment`` (the keyword arguments fill those a record lacks). The order is
+        always a permutation of the given names. ``behaviour``: an :class:`engine.behaviour.Behaviour` fed with
+        events (``behaviour.update(event, names)``) whose rule blends observed interest into the model's weights.
+        ``examples``: demonstrations (a JSONL path, or RankExample objects). ``reasons``: "evidence" (what the query
+        named, the model's weight, the behaviour share), "model" (written by the model) or "none".
+        """
+        from pydantic import ValidationError
+
+        from engine.io import describe_validation
+        from prompts.tasks.rank import Rank, as_request, load_rank_examples, rank_many
+
+        if isinstance(examples, (str, Path)):
+            examples = load_rank_examples(examples)
+        task = Rank(examples=tuple(examples or ()), shots=shots, reasons=reasons,
+                    adapter="rank" if "rank" in self.config.adapters else None)
+        reqs, errors = [], {}
+        for i, p in enumerate(products):
+            try:
+                reqs.append(as_request(p, i, query=query, user=user, segment=segment))
+            except (ValueError, TypeError) as exc:
+                pid = str(p.get("id", i)) if isinstance(p, dict) else str(i)
+                why = describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
+                errors[i] = ErrorRecord(id=pid, task="rank", error=why)
+        done = iter(rank_many(self.backend, task, reqs, behaviour, stats=self.stats) if reqs else [])
+        return [errors[i] if i in errors else next(done) for i in range(len(reqs) + len(errors))]

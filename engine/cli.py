@@ -87,6 +87,21 @@ def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = 
                    help="contextual calibration against a content-free input (off: it hurt few-shot accuracy here)")
 
 
+def _add_rank_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("context and behaviour")
+    g.add_argument("--query", help="the shopper's search, for records without their own 'query'")
+    g.add_argument("--user", help="whose behaviour to blend in, for records without their own 'user'")
+    g.add_argument("--segment", help="the user's segment, for records without their own 'segment'")
+    g.add_argument("--events", metavar="JSONL", help="behaviour events (view/click/add_to_cart/purchase), applied in "
+                   "order; events for products not in INPUT become error records")
+    g.add_argument("--strength", type=float, default=8.0,
+                   help="how many event-weights the model's prior counts for (default 8; purchase = 8, view = 1)")
+    g.add_argument("--half-life", type=float, default=50.0, help="events after which old behaviour counts half "
+                   "(default 50)")
+    g.add_argument("--segment-weight", type=float, default=0.5,
+                   help="weight of the segment's behaviour beside the user's own (default 0.5)")
+
+
 def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = True, prompt: bool = True) -> None:
     g = p.add_argument_group("normalization")
     g.add_argument("--spec", required=spec_required, metavar="FILE",
@@ -134,14 +149,18 @@ def _backend(args, task: str = "extract"):
     ))
 
 
-def _run_jsonl(args, task_name: str, process) -> int:
-    """Shared by extract/classify: read JSONL, skip done ids (--resume), stream results, summarize.
+def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int:
+    """Shared by the task commands: read JSONL, skip done ids (--resume), stream results, summarize.
 
-    ``process(products, stats)`` yields one result per product, in order.
+    ``process(items, stats)`` yields one result per item, in order. ``to_item(line)`` turns a valid line into the
+    task's item (default: its Product; a ValueError makes it a bad-input record). ``prepare(items)`` sees every
+    valid item (done ones too) before the run and returns extra error records to write (e.g. bad events).
     """
+    from pydantic import ValidationError
     from tqdm import tqdm
 
-    from engine.io import JsonlWriter, done_ids, read_products
+    from engine.errors import InputError
+    from engine.io import JsonlWriter, Line, describe_validation, done_ids, read_products
     from engine.runner import RunStats
     from schemas import ErrorRecord
 
@@ -151,15 +170,25 @@ def _run_jsonl(args, task_name: str, process) -> int:
         print(f"facet: {out} exists; use --resume to continue it or --overwrite to replace it", file=sys.stderr)
         return 2
     lines = list(read_products(args.input))
-    todo, bad = [], []
+    todo, bad, items = [], [], []
     for ln in lines:
+        if ln.product is not None and to_item is not None:
+            try:
+                item = to_item(ln)
+            except ValueError as exc:
+                why = describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
+                ln = Line(ln.number, None, InputError(why, line=ln.number, record_id=ln.product.id), raw=ln.raw)
+        else:
+            item = ln.product
         if ln.product is not None:
+            items.append(item)
             if ln.product.id not in skip:
-                todo.append(ln.product)
+                todo.append(item)
         else:
             rid = ln.error.record_id or f"line:{ln.number}"
             if f"line:{ln.number}" not in skip:
                 bad.append(ErrorRecord(id=rid, task=task_name, line=ln.number, error=ln.error.reason, input=ln.raw))
+    bad += [r for r in (prepare(items) if prepare else []) if r.id not in skip]
     if skip:
         print(f"facet: resuming: {len(skip)} records already in {out}, {len(todo)} to go", file=sys.stderr)
     stats = RunStats()
@@ -167,7 +196,7 @@ def _run_jsonl(args, task_name: str, process) -> int:
     with JsonlWriter(out, append=bool(skip)) as writer:
         for rec in bad:
             writer.write(rec)
-            print(f"facet: line {rec.line}: {rec.error}", file=sys.stderr)
+            print(f"facet: {f'line {rec.line}' if rec.line else rec.id}: {rec.error}", file=sys.stderr)
         if todo:
             bar = tqdm(total=len(todo), desc=task_name, unit="product", file=sys.stderr, disable=args.quiet)
             for res in process(todo, stats):
@@ -329,6 +358,91 @@ def _eval_normalize(args) -> int:
     return 0
 
 
+def _rank_task(args, examples=None):
+    from prompts.tasks.rank import Rank, load_rank_examples
+
+    if examples is None and args.examples:
+        examples = load_rank_examples(args.examples)
+    return Rank(examples=tuple(examples or ()), shots=args.shots, reasons=getattr(args, "reasons", "none"),
+                template=args.template or "rank.j2", max_input_chars=args.max_input_chars,
+                adapter="rank" if getattr(args, "adapter", None) else None)
+
+
+def _rank_events(args, items) -> tuple:
+    """(Behaviour fed with --events, error records for the events that could not be applied)."""
+    from engine.behaviour import Behaviour, read_events
+    from engine.errors import InputError
+    from schemas import ErrorRecord
+
+    behaviour = Behaviour(strength=args.strength, half_life=args.half_life, segment_weight=args.segment_weight)
+    errors = []
+    if not args.events:
+        return behaviour, errors
+    names = {req.product.id: req.names for req in items}
+    for number, ev in read_events(args.events):
+        try:
+            if isinstance(ev, InputError):
+                raise ev
+            behaviour.update(ev, names.get(ev.product))
+        except InputError as exc:
+            errors.append(ErrorRecord(id=f"events:{number}", task="rank", error=f"{args.events} line {number}: "
+                                      f"{exc.reason}"))
+    print(f"facet: {behaviour.events} events applied from {args.events}, {len(errors)} rejected", file=sys.stderr)
+    return behaviour, errors
+
+
+def cmd_rank(args) -> int:
+    from prompts.tasks.rank import rank_many
+    from schemas.ranking import RankRequest
+
+    task = _rank_task(args)
+    state = {}
+
+    def to_item(ln):
+        rec = dict(ln.raw)
+        for k in ("query", "user", "segment"):
+            if getattr(args, k) is not None:
+                rec.setdefault(k, getattr(args, k))
+        return RankRequest.from_record(rec)
+
+    def prepare(items):
+        state["behaviour"], errors = _rank_events(args, items)
+        return errors
+
+    def process(todo, stats):
+        backend = _backend(args, "rank")
+        for i in range(0, len(todo), args.batch_size):
+            yield from rank_many(backend, task, todo[i : i + args.batch_size], state["behaviour"], stats=stats)
+
+    return _run_jsonl(args, "rank", process, to_item=to_item, prepare=prepare)
+
+
+def _eval_rank(args) -> int:
+    from eval.datasets import read_rank_gold
+    from eval.harness import evaluate_ranking, rank_demos
+    from eval.report import ranking_markdown
+
+    rows, skipped = read_rank_gold(args.data, args.taxonomy)
+    rows = rows[: args.limit]
+    examples = None
+    if args.examples and Path(args.examples).resolve() == Path(args.data).resolve():
+        examples = rank_demos(read_rank_gold(args.data, args.taxonomy)[0])
+        print("facet: demonstrations from the other queries of the data (never one of the same class)",
+              file=sys.stderr)
+    args.reasons = "none"  # reasons are not scored
+    task = _rank_task(args, examples)
+    report = evaluate_ranking(_backend(args, "rank"), task, args.data, rows, batch_size=args.batch_size, seed=args.seed,
+                              model=args.model, adapter_path=args.adapter, taxonomy=args.taxonomy)
+    report["skipped"] = dict(skipped)
+    out = _write_report(args.output, report, ranking_markdown)
+    s, b = report["summary"], report["baselines"]
+    print(f"NDCG@3 {s['ndcg@3']:.3f}  MRR {s['mrr']:.3f}  top-1 {s['top1']:.3f} over {s['cases']} queries "
+          f"(given order {b['given order']['ndcg@3']:.3f}/{b['given order']['mrr']:.3f}, random "
+          f"{b['random order']['ndcg@3']:.3f}/{b['random order']['mrr']:.3f})  failures {s['failures']}  "
+          f"{report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
+    return 0
+
+
 def _write_report(folder, report: dict, markdown) -> Path:
     """report.json and report.md (``markdown(report)``) into ``folder``; the folder."""
     out = Path(folder)
@@ -371,6 +485,8 @@ def cmd_render(args) -> int:
             return 2
         args.aliases, args.keep_unknown, args.adapter = None, False, None
         task = _normalize_task(args)
+    elif args.task == "rank":
+        task = _rank_task(args)
     else:
         task = _task(args)
     for ln in read_products(args.input):
@@ -386,6 +502,11 @@ def cmd_render(args) -> int:
                       file=sys.stderr)
                 return 0
             messages = task.messages(q)
+        elif args.task == "rank":
+            from schemas.ranking import RankRequest
+
+            req = RankRequest.from_record(ln.raw)
+            messages = task.messages(req)  # the first pick ("which matters most?")
         else:
             messages = task.messages(ln.product)  # classify: the first (top) level
         if args.format == "messages":
@@ -398,6 +519,9 @@ def cmd_render(args) -> int:
         if args.schema and args.task == "normalize":
             print("\n# output constraint (one of):")
             print(" | ".join(q.options))
+        elif args.schema and args.task == "rank":
+            print("\n# output constraint (one of; scored, or decoded one pick at a time):")
+            print(" | ".join(req.names))
         elif args.schema and args.task == "classify":
             print("\n# output constraint (one of):")
             print(" | ".join(task.taxonomy.children(())))
@@ -421,6 +545,8 @@ def cmd_eval(args) -> int:
         return _eval_normalize(args)
     if args.task == "complete":
         return _eval_complete(args)
+    if args.task == "rank":
+        return _eval_rank(args)
     schema = None
     if not args.attributes:
         train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
@@ -667,6 +793,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="abstain (null, reported) when a value's probability is below this (default 0.5)")
     p.set_defaults(func=cmd_complete)
 
+    p = sub.add_parser("rank", help="order each product's attributes by importance to a shopper (query, behaviour)",
+                       description="Order each product's attributes (its `attributes` keys, or a `rank` list of names) "
+                       "by how much they matter to the shopper: the model scores every name as the answer to 'which "
+                       "attribute matters most?' (the output is always a permutation of the given names, weights sum "
+                       "to 1), behaviour events from --events move the weights by a documented rule (README), and a "
+                       "short reason is decoded for each attribute. A record may carry its own query, user and segment.",
+                       epilog="examples:\n  facet rank examples/to_rank.jsonl --query 'blue velvet sofa'\n"
+                       "  facet rank examples/to_rank.jsonl --events examples/events.jsonl --user u1 -o ranked.jsonl\n"
+                       "  facet eval rank --data ../shared/data/wands/query.csv --examples ../shared/data/wands/query.csv\n"
+                       "records: {\"id\": \"p1\", \"title\": \"...\", \"attributes\": {\"Color\": \"blue\", ...}, "
+                       "\"query\": \"...\", \"user\": \"u1\"}\nevents:  {\"user\": \"u1\", \"segment\": \"s\", "
+                       "\"product\": \"p1\", \"event\": \"click\", \"attributes\": {\"Color\": \"blue\"}}  "
+                       "(event: view, click, add_to_cart, purchase)", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_io_options(p)
+    _add_rank_options(p)
+    g = p.add_argument_group("prompt")
+    g.add_argument("--examples", metavar="JSONL", help="demonstrations: records as above plus \"answer\": the attribute "
+                   "that matters most")
+    g.add_argument("--shots", type=int, default=3, help="demonstrations per product (default 3)")
+    g.add_argument("--template", default=None, help="default rank.j2; or a path to your own .j2")
+    g.add_argument("--max-input-chars", type=int, default=1000, help="truncate title+description beyond this")
+    g.add_argument("--reasons", choices=["evidence", "model", "none"], default="evidence",
+                   help="'evidence' (default): what the search named, the model's weight, the behaviour share; "
+                   "'model': a reason written by the model (slower, and a small model's are often wrong)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_rank)
+
     p = sub.add_parser("render", help="print the exact prompt for one record (no model is run)")
     p.add_argument("input", help="JSONL products")
     p.add_argument("--line", type=int, default=None, help="line number of the record (default: the first)")
@@ -674,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'text': after the model's chat template (exactly what the model sees); 'messages': JSON")
     p.add_argument("--schema", action="store_true", help="also print the output constraint")
     p.add_argument("--model", default="smollm2-135m", help="model whose chat template to apply")
-    p.add_argument("--task", choices=["extract", "classify", "normalize", "complete"], default="extract",
+    p.add_argument("--task", choices=["extract", "classify", "normalize", "complete", "rank"], default="extract",
                    help="whose prompt (default extract; normalize: the first question the rules leave to the model)")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (the prompt shows its top level)")
     p.add_argument("--spec", metavar="FILE", help="normalize: the normalization spec")
@@ -682,10 +835,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
-    p.add_argument("task", choices=["extract", "classify", "normalize", "complete"])
-    p.add_argument("--data", required=True, help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract; "
+    p.add_argument("task", choices=["extract", "classify", "normalize", "complete", "rank"])
+    p.add_argument("--data", required=True, help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract and complete; "
                    "PriceRunner CSV or JSONL {title, category} for classify; WDC-PAVE train.jsonl (with "
-                   "train_normalized.jsonl beside it) for normalize")
+                   "train_normalized.jsonl beside it) for normalize; WANDS query.csv for rank (--taxonomy: the "
+                   "Shopify taxonomy folder, default shopify-taxonomy beside the data's folder)")
     p.add_argument("--schema-from", help="derive the per-category attribute list from this gold file "
                    "(default: train.jsonl beside --data)")
     p.add_argument("--limit", type=int, default=None, help="only the first N records")

@@ -24,7 +24,7 @@ class Line:
     raw: Any = None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "record"
@@ -76,7 +76,7 @@ def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
             try:
                 product = Product.model_validate(data)
             except ValidationError as exc:
-                yield Line(number, None, InputError(_describe(exc), line=number, record_id=rid), raw=data)
+                yield Line(number, None, InputError(describe_validation(exc), line=number, record_id=rid), raw=data)
                 continue
             if product.id in seen:
                 yield Line(number, None, InputError(
@@ -84,7 +84,7 @@ def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
                     line=number, record_id=product.id), raw=data)
                 continue
             seen[product.id] = number
-            yield Line(number, product, None)
+            yield Line(number, product, None, raw=data)
     finally:
         if close:
             fh.close()

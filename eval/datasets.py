@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from prompts.spans import mentions, words
 from schemas import AttributeSchema, Product
+from schemas.ranking import RankRequest
 
 
 @dataclass(frozen=True)
@@ -130,3 +133,115 @@ def read_normalization_gold(raw: str | Path, normalized: str | Path | None = Non
             ra.pop("attributes", None)
             rows.append(NormGold(Product.model_validate({**ra, "attributes": attrs}), gold))
     return rows
+
+
+# --- ranking: WANDS queries with labels derived from the Shopify taxonomy -------------------------------------
+
+_STOP = frozenset({"and", "for", "of", "the", "a", "with", "other"})
+# Shopify branches a home/furniture query class is looked up in (WANDS is Wayfair's catalogue)
+WANDS_ROOTS = ("Furniture", "Home & Garden", "Hardware", "Baby & Toddler", "Animals & Pet Supplies")
+
+
+@dataclass(frozen=True)
+class ShopifyAttribute:
+    handle: str
+    name: str
+    values: tuple[str, ...]
+
+
+def read_shopify_attributes(folder: str | Path) -> tuple[dict[str, list[ShopifyAttribute]], list[str]]:
+    """(category full name -> its attributes, category full names) from Shopify's attributes.json and
+    category_attributes.json. Extended attributes (e.g. 'Leg color') carry their base attribute's values."""
+    folder = Path(folder)
+    attrs = json.loads((folder / "attributes.json").read_text(encoding="utf-8"))["attributes"]
+    by_handle = {}
+    for a in attrs:
+        values = tuple(v["name"] for v in a.get("values", ()))
+        by_handle[a["handle"]] = ShopifyAttribute(a["handle"], a["name"], values)
+        for e in a.get("extended_attributes", ()):
+            by_handle[e["handle"]] = ShopifyAttribute(e["handle"], e["name"], values)
+    cats = json.loads((folder / "category_attributes.json").read_text(encoding="utf-8"))["categories"]
+    out = {c["full_name"]: [by_handle[h] for h in c["attributes"] if h in by_handle] for c in cats.values()}
+    return out, list(out)
+
+
+def match_category(name: str, categories: list[str], roots: tuple[str, ...] = WANDS_ROOTS) -> str:
+    """The category whose last level is most like ``name`` (Jaccard of singular content words; ties: more
+    words shared with the full path, then the shorter path), among categories under ``roots``."""
+    want = {w for w in words(name) if w not in _STOP}
+
+    def key(full: str):
+        leaf = {w for w in words(full.split(" > ")[-1]) if w not in _STOP}
+        path = {w for w in words(full) if w not in _STOP}
+        return (len(want & leaf) / (len(want | leaf) or 1), len(want & path), -len(full))
+
+    pool = [c for c in categories if c.split(" > ")[0] in roots] or categories
+    return max(pool, key=key)
+
+
+def query_labels(query: str, attributes: list[ShopifyAttribute]) -> dict[str, str]:
+    """The attributes a query mentions -> the words that mention it: the attribute's name, one of its values,
+    or (for a colour attribute) a CSS3 colour name that no other attribute of the category lists as a value."""
+    import webcolors
+
+    other_values = {v.casefold() for a in attributes for v in a.values}
+    labels = {}
+    for a in attributes:
+        hits = [p for p in (a.name, *a.values) if mentions(query, p)]
+        if not hits and re.search(r"colou?r", a.name, re.I):
+            hits = [c for c in webcolors.names("css3") if c not in other_values and mentions(query, c)]
+        if hits:
+            labels[a.name] = max(hits, key=len)
+    return labels
+
+
+@dataclass(frozen=True)
+class RankGold:
+    request: RankRequest  # product = the query's class, names = its Shopify category's attributes
+    relevant: dict[str, str]  # attribute the query mentions -> the words that mention it
+    query_class: str
+    category: str  # the Shopify category the class was matched to
+
+
+def read_rank_gold(path: str | Path, taxonomy: str | Path | None = None, min_attributes: int = 3
+                   ) -> tuple[list[RankGold], Counter]:
+    """WANDS queries as ranking cases, and the count of queries left out per reason.
+
+    Derivation (the labels are lexical, so they are noisy but reproducible): each query's product class is
+    matched to a Shopify category (:func:`match_category`); the attributes to rank are that category's; an
+    attribute is relevant when the query mentions it (:func:`query_labels`). Queries without a class, whose
+    category has fewer than ``min_attributes`` attributes, that mention none of them, or that mention all of
+    them (nothing to rank) are left out.
+    """
+    path = Path(path)
+    folder = Path(taxonomy) if taxonomy else path.parent.parent / "shopify-taxonomy"
+    if not (folder / "category_attributes.json").is_file():
+        raise FileNotFoundError(f"{folder}/category_attributes.json (Shopify taxonomy with attributes) not found; "
+                                "give --taxonomy FOLDER")
+    by_cat, names = read_shopify_attributes(folder)
+    matched: dict[str, str] = {}
+    rows, skipped = [], Counter()
+    with path.open(encoding="utf-8", newline="") as fh:
+        for rec in csv.DictReader(fh, delimiter="\t"):
+            query, cls = (rec.get("query") or "").strip(), (rec.get("query_class") or "").strip()
+            if not query or not cls:
+                skipped["no query class"] += 1
+                continue
+            if cls not in matched:
+                matched[cls] = match_category(cls, names)
+            cat = matched[cls]
+            attrs = by_cat[cat]
+            if len(attrs) < min_attributes:
+                skipped[f"category has < {min_attributes} attributes"] += 1
+                continue
+            labels = query_labels(query, attrs)
+            if not labels:
+                skipped["query mentions no attribute"] += 1
+                continue
+            if len(labels) == len(attrs):
+                skipped["query mentions every attribute"] += 1
+                continue
+            product = Product(id=str(rec.get("query_id") or len(rows)), title=cls, category=cls)
+            rows.append(RankGold(RankRequest(product=product, names=tuple(a.name for a in attrs), query=query),
+                                 labels, cls, cat))
+    return rows, skipped

@@ -258,3 +258,74 @@ def evaluate_completion(backend, task, data: str | Path, rows: list, *, seed: in
                                  template_hash=template_hash(task.template),
                                  shots=task.shots if task.examples else 0, adapter=task.adapter, **prov),
     }
+
+
+def rank_demos(rows: list) -> tuple:
+    """Demonstrations for ranking from gold cases: each case's first relevant attribute (in the case's order) is
+    the answer. The task never shows a case a demo about the same product (here: the same query class)."""
+    from prompts.tasks.rank import RankExample
+
+    return tuple(RankExample(r.request, next(n for n in r.request.names if n in r.relevant)) for r in rows)
+
+
+def evaluate_ranking(backend, task, data: str | Path, rows: list, *, k: int = 3, batch_size: int = 16,
+                     seed: int = 0, progress: bool = True, **prov) -> dict:
+    """NDCG@k and MRR of the model's order against the attributes each query mentions, beside two baselines
+    measured on the same cases: the order the attributes were given in (Shopify's) and a random order (mean of
+    100 seeded shuffles per case)."""
+    import random
+
+    from eval.metrics import ndcg_at_k, reciprocal_rank
+    from prompts.tasks.rank import rank_many
+
+    def chunks():
+        for i in range(0, len(rows), batch_size):
+            yield from rank_many(backend, task, [r.request for r in rows[i : i + batch_size]], stats=stats)
+
+    stats = RunStats()
+    results, seconds = _timed(chunks(), len(rows), "rank", progress)
+    rng = random.Random(seed)
+    scores = defaultdict(float)
+    hits, seen, mistakes = defaultdict(int), defaultdict(int), []
+    for row, res in zip(rows, results):
+        names, rel = list(row.request.names), row.relevant
+        order = res.order() if res.ok else []
+        scores["ndcg"] += ndcg_at_k(order, rel, k)
+        scores["mrr"] += reciprocal_rank(order, rel)
+        scores["top1"] += bool(order) and order[0] in rel
+        scores["given_ndcg"] += ndcg_at_k(names, rel, k)
+        scores["given_mrr"] += reciprocal_rank(names, rel)
+        for _ in range(100):
+            shuffled = rng.sample(names, len(names))
+            scores["random_ndcg"] += ndcg_at_k(shuffled, rel, k) / 100
+            scores["random_mrr"] += reciprocal_rank(shuffled, rel) / 100
+        for a in rel:
+            seen[a] += 1
+            hits[a] += a in order[:k]
+        if not res.ok or order[0] not in rel:
+            mistakes.append({"query": row.request.query, "class": row.query_class, "category": row.category,
+                             "relevant": rel, "predicted": order[:k] if res.ok else f"<failed: {res.error}>",
+                             "n": len(names)})
+    n = max(1, len(rows))
+    return {
+        "task": "rank",
+        "data": str(data),
+        "k": k,
+        "summary": {"cases": len(rows), "failures": sum(1 for r in results if not r.ok),
+                    f"ndcg@{k}": scores["ndcg"] / n, "mrr": scores["mrr"] / n, "top1": scores["top1"] / n,
+                    "mean_attributes": sum(len(r.request.names) for r in rows) / n},
+        "baselines": {"given order": {f"ndcg@{k}": scores["given_ndcg"] / n, "mrr": scores["given_mrr"] / n},
+                      "random order": {f"ndcg@{k}": scores["random_ndcg"] / n, "mrr": scores["random_mrr"] / n}},
+        "attributes": sorted(({"attribute": a, "cases": seen[a], f"in_top{k}": hits[a] / seen[a]} for a in seen),
+                             key=lambda x: -x["cases"]),
+        "seconds": seconds,
+        "seconds_per_product": seconds / n,
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "mistakes": mistakes[:25],
+        "predictions": [r.model_dump() for r in results],
+        "cases": [{"query": r.request.query, "class": r.query_class, "category": r.category,
+                   "attributes": list(r.request.names), "relevant": r.relevant} for r in rows],
+        "provenance": provenance(data_hash=file_hash(data), template=task.template, seed=seed,
+                                 template_hash=template_hash(task.template),
+                                 shots=task.shots if task.examples else 0, adapter=task.adapter, **prov),
+    }

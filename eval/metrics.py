@@ -147,3 +147,22 @@ def score_classification(golds: Sequence[Sequence[str]], preds: Sequence[Sequenc
         "level_accuracy": levels,
         "per_label": per_label,
     }
+
+
+def ndcg_at_k(order: Sequence[str], relevant, k: int = 3) -> float:
+    """Binary-gain NDCG@k: DCG of ``order``'s first k (gain 1 for a relevant item at position i, discounted by
+    log2(i + 1) with i from 1) over the DCG of an ideal order. 0.0 for no answer; relevant must be non-empty."""
+    import math
+
+    rel = set(relevant)
+    if not rel:
+        raise ValueError("NDCG needs at least one relevant item")
+    dcg = sum(1.0 / math.log2(i + 2) for i, x in enumerate(list(order or ())[:k]) if x in rel)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(rel))))
+    return dcg / ideal
+
+
+def reciprocal_rank(order: Sequence[str], relevant) -> float:
+    """1 / position of the first relevant item (0.0 when none is in ``order``)."""
+    rel = set(relevant)
+    return next((1.0 / i for i, x in enumerate(order or (), 1) if x in rel), 0.0)

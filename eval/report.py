@@ -168,3 +168,28 @@ def completion_markdown(report: dict) -> str:
         lines.append(f"| {m['title'][:70]} | {m['attribute']} | {' / '.join(m['gold'])} | {m['predicted']} | "
                      f"{m['confidence']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def ranking_markdown(report: dict) -> str:
+    s, k = report["summary"], report["k"]
+    f = ratio_text
+    skipped = ", ".join(f"{v} {r}" for r, v in report.get("skipped", {}).items()) or "none"
+    lines = [f"# rank eval: {report['data']}", "",
+             "Each query's class is matched to a Shopify category; the attributes to rank are that category's; the "
+             "attributes the query mentions (by name, by one of their values, or a CSS colour name for a colour "
+             f"attribute) are the relevant ones. Queries left out: {skipped}.", "",
+             f"| ranker | NDCG@{k} | MRR | top-1 | cases | failures | s/product |", "|---|---:|---:|---:|---:|---:|---:|",
+             f"| model | **{f(s[f'ndcg@{k}'])}** | **{f(s['mrr'])}** | {f(s['top1'])} | {s['cases']} | {s['failures']} "
+             f"| {report['seconds_per_product']:.2f} |"]
+    for name, b in report["baselines"].items():
+        lines.append(f"| {name} (baseline) | {f(b[f'ndcg@{k}'])} | {f(b['mrr'])} | | {s['cases']} | | |")
+    lines += ["", f"Mean attributes per case: {s['mean_attributes']:.1f}.", "",
+              f"## Relevant attributes: how often in the model's top {k}", "", "| attribute | cases | in top k |",
+              "|---|---:|---:|"]
+    lines += [f"| {a['attribute']} | {a['cases']} | {f(a[f'in_top{k}'])} |" for a in report["attributes"][:20]]
+    lines += ["", "## Example mistakes (top-1 not relevant)", "", "| query | category | relevant | predicted |",
+              "|---|---|---|---|"]
+    for m in report["mistakes"]:
+        pred = m["predicted"] if isinstance(m["predicted"], str) else " > ".join(m["predicted"])
+        lines.append(f"| {m['query']} | {m['category'].split(' > ')[-1]} | {', '.join(m['relevant'])} | {pred} |")
+    return "\n".join(lines) + "\n"

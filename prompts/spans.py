@@ -6,6 +6,7 @@ import re
 import unicodedata
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_ALNUM = re.compile(r"[a-z0-9]+")
 _BAD_EDGE = set(",;:|/-+&*=~")
 _BAD_START = _BAD_EDGE | set(".)]}")
 _BAD_END = _BAD_EDGE | set("([{")
@@ -54,3 +55,25 @@ def locate(value: str, text: str) -> tuple[str, tuple[int, int] | None]:
     if fv and f" {fv} " in f" {_fold(text)} ":
         return "normalized", None
     return "none", None
+
+
+def _singular(w: str) -> str:
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if re.search(r"(ch|sh|x|ss)es$", w):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith("ss") and len(w) > 3:
+        return w[:-1]
+    return w
+
+
+def words(text: str) -> list[str]:
+    """Lower-case ASCII words of ``text``, accents dropped, each in singular form."""
+    text = unicodedata.normalize("NFKD", text.casefold()).encode("ascii", "ignore").decode()
+    return [_singular(w) for w in _ALNUM.findall(text)]
+
+
+def mentions(query: str, phrase: str) -> bool:
+    """Whether ``phrase`` occurs in ``query`` as whole words (case-, accent- and plural-insensitive)."""
+    p = " ".join(words(phrase))
+    return bool(p) and f" {p} " in f" {' '.join(words(query))} "

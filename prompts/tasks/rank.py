@@ -1,0 +1,291 @@
+"""rank: order a product's attributes by importance to a shopper (a search query, their behaviour).
+
+The answer can only be a permutation of the given names: with a backend that scores answers
+(transformers) every name is scored as the answer to "which attribute matters most?" and the names are
+sorted by probability (softmax over the names' log-likelihoods = the model's weights, summing to 1);
+otherwise the order is decoded one pick per round under a choice constraint over the names not yet
+ranked, and the weights come from the picks' probabilities by stick-breaking
+(w_k = p_k * prod_{j<k} (1 - p_j), the last name takes what is left).
+
+Then two rules, each keeping the weights summing to 1:
+
+* query evidence, where a rule can decide: an attribute whose name or value the query spells out (whole
+  words, case/plural-insensitive) gets one pseudo-weight, w_a = (p_a + [a named]) / (1 + m) for m named
+  attributes, which puts every named attribute above every other one, in the model's order among themselves;
+* behaviour events move the weights by the rule in :mod:`engine.behaviour`.
+
+The final order is by final weight. Reasons are ``evidence`` (default: what the query named, the model's
+weight, the behaviour share; all true by construction) or ``model`` (decoded by the model as a JSON object
+whose keys are exactly the ranked names; a 135M model's reasons are often wrong, so not the default).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+from engine.behaviour import Behaviour
+from engine.errors import ParseError, json_object_answer
+from engine.runner import RunStats, run_task
+from engine.types import Choice, Completion, JsonSchema, Request, ScoreRequest
+from prompts.render import render_messages
+from prompts.spans import mentions
+from prompts.tasks.extract import clip_product
+from schemas import ErrorRecord, Product
+from schemas.ranking import RankedAttribute, RankingResult, RankRequest
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class RankExample:
+    """A demonstration: a product, a query, the names offered, and the name that matters most."""
+
+    request: RankRequest
+    answer: str
+
+    @classmethod
+    def from_record(cls, rec: dict, line: int = 0) -> RankExample:
+        rec = dict(rec)
+        answer = rec.pop("answer", None) or (rec.pop("relevant", None) or [None])[0]
+        rec.setdefault("id", f"example-{line}")
+        req = RankRequest.from_record(rec)
+        if answer not in req.names:
+            raise ValueError(f"rank example line {line}: 'answer' must be one of its attributes {list(req.names)}")
+        return cls(req, answer)
+
+
+def load_rank_examples(path) -> tuple[RankExample, ...]:
+    from pathlib import Path
+
+    out = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(RankExample.from_record(json.loads(line), n))
+                except (json.JSONDecodeError, ValueError) as exc:
+                    raise ValueError(f"{path}: line {n}: {exc}") from None
+    if not out:
+        raise ValueError(f"{path}: no rank examples found")
+    return tuple(out)
+
+
+def _words(req: RankRequest) -> frozenset[str]:
+    return frozenset(w.casefold() for w in _WORD.findall(f"{req.product.title} {req.query or ''}"))
+
+
+@dataclass(frozen=True)
+class Rank:
+    name: str = "rank"
+    template: str = "rank.j2"
+    examples: tuple[RankExample, ...] = ()
+    shots: int = 3
+    reasons: str = "evidence"  # "evidence", "model" or "none"
+    reason_chars: int = 60
+    max_input_chars: int = 1000
+    adapter: str | None = None
+
+    def demos(self, req: RankRequest) -> list[dict]:
+        """The ``shots`` examples most like this request (word overlap of title + query), never one about a
+        product with the same title (its own answer); most similar last."""
+        target = _words(req)
+
+        def score(ex: RankExample) -> float:
+            w = _words(ex.request)
+            return len(target & w) / (len(target | w) or 1)
+
+        own = req.product.title.casefold()
+        pool = [ex for ex in self.examples if ex.request.product.title.casefold() != own]
+        chosen = sorted(pool, key=score, reverse=True)[: self.shots] if self.shots > 0 else []
+        return [{"product": ex.request.product, "query": ex.request.query, "options": list(ex.request.names),
+                 "answer": ex.answer} for ex in chosen[::-1]]
+
+    def messages(self, req: RankRequest, ranked: tuple[str, ...] = (), mode: str = "top") -> list:
+        product, _ = clip_product(req.product, self.max_input_chars)
+        if mode == "reasons":
+            return render_messages(self.template, product=product, query=req.query, options=list(ranked),
+                                   ranked=[], mode=mode, examples=[])
+        options = [n for n in req.names if n not in ranked]
+        return render_messages(self.template, product=product, query=req.query, options=options,
+                               ranked=list(ranked), mode="top", examples=self.demos(req))
+
+    # one pick (decoded path): item = (request, names ranked so far)
+    def build(self, item: tuple[RankRequest, tuple[str, ...]]) -> Request:
+        req, ranked = item
+        options = tuple(n for n in req.names if n not in ranked)
+        return Request(prompt=tuple(self.messages(req, ranked)), constraint=Choice(options), max_new_tokens=64,
+                       adapter=self.adapter, want_logprobs=True)
+
+    def parse(self, completion: Completion, item) -> tuple[str, float]:
+        req, ranked = item
+        answer = completion.text.strip()
+        if answer not in req.names or answer in ranked:
+            raise ParseError(self.name, completion.text, f"{answer!r} is not one of the attributes left to rank")
+        return answer, min(1.0, math.exp(sum(x for _, x in completion.logprobs or ())))
+
+
+@dataclass(frozen=True)
+class _Reasons:
+    """The reasons pass: one JSON object per product, keys = the ranked names in order."""
+
+    task: Rank
+    name: str = "rank"
+
+    def schema(self, order: tuple[str, ...]) -> dict:
+        props = {n: {"type": "string", "maxLength": self.task.reason_chars} for n in order}
+        return {"type": "object", "properties": props, "required": list(order), "additionalProperties": False}
+
+    def build(self, item: tuple[RankRequest, tuple[str, ...]]) -> Request:
+        req, order = item
+        return Request(prompt=tuple(self.task.messages(req, order, mode="reasons")),
+                       constraint=JsonSchema(self.schema(order)),
+                       max_new_tokens=min(1024, 16 + len(order) * (8 + self.task.reason_chars // 2)),
+                       adapter=self.task.adapter)
+
+    def parse(self, completion: Completion, item) -> dict[str, str]:
+        data = json_object_answer(self.name, completion)
+        _req, order = item
+        missing = [n for n in order if not isinstance(data.get(n), str)]
+        if missing:
+            raise ParseError(self.name, completion.text, f"no reason for {missing}")
+        return {n: data[n].strip() for n in order}
+
+
+def _softmax(xs: list[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    s = sum(e)
+    return [x / s for x in e]
+
+
+def model_weights(backend, task: Rank, reqs: list[RankRequest], stats: RunStats, retries: int = 1
+                  ) -> list[dict[str, float] | ErrorRecord]:
+    """The model's weights per request (name -> weight, in the model's order, summing to 1)."""
+    if hasattr(backend, "score") and getattr(backend, "can_score", True):
+        sreqs, spans = [], []
+        for req in reqs:
+            prompt = tuple(task.messages(req))
+            spans.append(len(sreqs))
+            sreqs += [ScoreRequest(prompt, n, task.adapter) for n in req.names]
+        logps = backend.score(sreqs)
+        stats.calls += 1
+        out = []
+        for req, start in zip(reqs, spans):
+            probs = _softmax(logps[start : start + len(req.names)])
+            out.append(dict(sorted(zip(req.names, probs), key=lambda x: -x[1])))
+        return out
+    # decoded: one pick per round under a choice constraint over the names left
+    picks: dict[int, dict[str, float]] = {i: {} for i in range(len(reqs))}
+    rest = {i: 1.0 for i in range(len(reqs))}
+    failed: dict[int, ErrorRecord] = {}
+    while True:
+        todo = [i for i in picks if i not in failed and len(reqs[i].names) - len(picks[i]) > 1]
+        if not todo:
+            break
+        level = RunStats()
+        outs = run_task(backend, task, [(reqs[i], tuple(picks[i])) for i in todo], retries=retries, stats=level)
+        stats.calls += level.calls
+        stats.retried += level.retried
+        stats.prompt_tokens += level.prompt_tokens
+        stats.completion_tokens += level.completion_tokens
+        for i, res in zip(todo, outs):
+            if isinstance(res, ErrorRecord):
+                failed[i] = res.model_copy(update={"id": reqs[i].product.id})
+                continue
+            name, p = res
+            picks[i][name] = p * rest[i]
+            rest[i] *= 1.0 - p
+    out: list[dict[str, float] | ErrorRecord] = []
+    for i, req in enumerate(reqs):
+        if i in failed:
+            out.append(failed[i])
+            continue
+        last = [n for n in req.names if n not in picks[i]]
+        out.append({**picks[i], **{n: rest[i] for n in last}})
+    return out
+
+
+def query_evidence(req: RankRequest) -> dict[str, str]:
+    """Attribute -> the words of the query that spell out its value (or else its name)."""
+    if not req.query:
+        return {}
+    out = {}
+    for n in req.names:
+        value = req.product.attributes.get(n)
+        if value and mentions(req.query, value):
+            out[n] = value
+        elif mentions(req.query, n):
+            out[n] = n
+    return out
+
+
+def _evidence_reason(r: RankedAttribute, res: RankingResult) -> str:
+    parts = []
+    if r.query_match:
+        parts.append(f"the search names {r.query_match!r}")
+    parts.append(f"model weight {r.model_weight:.0%}")
+    if r.behaviour_share is not None:
+        who = f"user {res.user}" if res.user else f"segment {res.segment}"
+        parts.append(f"{r.behaviour_share:.0%} of {who}'s recent interest here")
+    return "; ".join(parts)
+
+
+def rank_many(backend, task: Rank, reqs: list[RankRequest], behaviour: Behaviour | None = None,
+              stats: RunStats | None = None, retries: int = 1) -> list[RankingResult | ErrorRecord]:
+    """Rank each request's attributes; results in input order, an ErrorRecord per failed item."""
+    stats = stats if stats is not None else RunStats()
+    results: list[RankingResult | ErrorRecord] = []
+    for req, prior in zip(reqs, model_weights(backend, task, reqs, stats, retries)):
+        if isinstance(prior, ErrorRecord):
+            results.append(prior)
+            continue
+        named = query_evidence(req)
+        weights = {n: (p + (n in named)) / (1 + len(named)) for n, p in prior.items()}
+        final, shares, mass = (behaviour.blend(weights, req.user, req.segment) if behaviour is not None
+                               else (weights, None, 0.0))
+        model_order = {n: k for k, n in enumerate(prior)}
+        order = sorted(final, key=lambda n: (-final[n], model_order[n]))
+        res = RankingResult(
+            id=req.product.id, query=req.query, user=req.user, segment=req.segment, events_used=mass,
+            warnings=clip_product(req.product, task.max_input_chars)[1],
+            ranking=[RankedAttribute(name=n, weight=final[n], model_weight=prior[n], query_match=named.get(n),
+                                     behaviour_share=shares[n] if shares else None) for n in order])
+        if task.reasons == "evidence":
+            for r in res.ranking:
+                r.reason = _evidence_reason(r, res)
+        results.append(res)
+    if task.reasons == "model":
+        ok = [i for i, r in enumerate(results) if r.ok]
+        level = RunStats()
+        outs = run_task(backend, _Reasons(task), [(reqs[i], tuple(results[i].order())) for i in ok],
+                        retries=retries, stats=level)
+        stats.calls += level.calls
+        stats.prompt_tokens += level.prompt_tokens
+        stats.completion_tokens += level.completion_tokens
+        for i, why in zip(ok, outs):
+            if isinstance(why, ErrorRecord):
+                results[i].warnings.append(f"no reasons: {why.error}")
+                continue
+            for r in results[i].ranking:
+                r.reason = why[r.name]
+    stats.done += sum(1 for r in results if r.ok)
+    stats.failed += sum(1 for r in results if not r.ok)
+    return results
+
+
+def as_request(item, index: int = 0, **context) -> RankRequest:
+    """A RankRequest from a RankRequest, a record dict (product fields + rank/query/user/segment) or a Product."""
+    if isinstance(item, RankRequest):
+        return item.model_copy(update={k: v for k, v in context.items() if v is not None})
+    if isinstance(item, Product):
+        return RankRequest(product=item, **{k: v for k, v in context.items() if v is not None})
+    if isinstance(item, dict):
+        rec = {"id": str(index), **item}
+        for k, v in context.items():
+            if v is not None:
+                rec.setdefault(k, v)
+        return RankRequest.from_record(rec)
+    raise TypeError(f"expected a RankRequest, Product or dict, got {type(item).__name__}")
