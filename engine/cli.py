@@ -902,14 +902,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task")
-    p.add_argument("task", choices=["extract", "classify"])
+    p.add_argument("task", choices=["extract", "classify", "rank"])
     p.add_argument("--train", required=True, help="extract: JSONL (OA-Mine/WDC format or facet examples); "
-                   "classify: PriceRunner CSV or JSONL {title, category}")
+                   "classify: PriceRunner CSV or JSONL {title, category}; rank: a Shopify taxonomy folder "
+                   "(synthetic queries: an allowed value + the category name) or JSONL rank demonstrations")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (default: the labels of --train)")
     p.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="classify: leave out the N rows (and their product clusters) that `facet eval classify "
                    "--limit N --seed SEED` scores")
-    p.add_argument("--max-records", type=int, default=None, help="classify: train on a seeded sample of this many")
+    p.add_argument("--max-records", type=int, default=None, help="classify: train on a seeded sample of this many; "
+                   "rank from a taxonomy: synthetic queries to make (default 2000)")
     p.add_argument("--val", help="validation JSONL (for early stopping)")
     p.add_argument("-o", "--output", required=True, help="adapter folder to write")
     p.add_argument("--model", default="smollm2-135m")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import ParseError
-from engine.types import Backend, Completion, Request
+from engine.types import Backend, Completion, Request, ScoreRequest
 from schemas import ErrorRecord
 
 
@@ -35,6 +35,39 @@ class RunStats:
     completion_tokens: int = 0
     calls: int = 0
     extra: dict = field(default_factory=dict)
+
+    def merge(self, other: RunStats) -> None:
+        """Add a sub-run's calls, re-asks and tokens (its done/failed are counted by the caller)."""
+        self.calls += other.calls
+        self.retried += other.retried
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+def can_score(backend) -> bool:
+    """Whether the backend can score given answers (transformers; vLLM unless LoRA blocks prompt log-probs)."""
+    return hasattr(backend, "score") and getattr(backend, "can_score", True)
+
+
+def score_options(backend, questions: Sequence[tuple[Any, Sequence[str]]], adapter: str | None,
+                  stats: RunStats) -> list[list[float]]:
+    """Log-likelihood of every option as the answer to its prompt: one list per (prompt, options), one call."""
+    reqs, spans = [], []
+    for prompt, options in questions:
+        spans.append((len(reqs), len(options)))
+        reqs += [ScoreRequest(prompt, o, adapter) for o in options]
+    logps = backend.score(reqs) if reqs else []
+    stats.calls += 1
+    return [list(logps[s : s + n]) for s, n in spans]
+
+
+def softmax(xs: Sequence[float]) -> list[float]:
+    import math
+
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    total = sum(e)
+    return [x / total for x in e]
 
 
 def _retry_request(req: Request, completion: Completion) -> Request:

@@ -7,6 +7,7 @@ order, null when absent). Loss is taken on the answer tokens only.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -152,3 +153,48 @@ def augment(rows: list[GoldProduct], copies: int, seed: int = 0) -> list[GoldPro
             out.append(GoldProduct(product=product, gold=gold))
             made += 1
     return out
+
+
+def synthetic_rank_examples(folder, n: int, seed: int = 0, report: DataReport | None = None) -> list:
+    """Rank demonstrations made from a taxonomy with attributes (Shopify's folder): a query is one allowed value
+    of one attribute of a category, put before or after the category's name ("walnut dining tables"); the
+    answer is that attribute. Queries whose words also spell out another attribute's value are dropped (their
+    answer would be ambiguous). Categories with fewer than 3 attributes are not used."""
+    from eval.datasets import query_labels, read_shopify_attributes
+    from prompts.tasks.rank import RankExample
+    from schemas import Product
+    from schemas.ranking import RankRequest
+
+    report = report if report is not None else DataReport()
+    by_cat, _ = read_shopify_attributes(folder)
+    cats = sorted((c, a) for c, a in by_cat.items() if len(a) >= 3 and any(x.values for x in a))
+    if not cats:
+        raise ValueError(f"{folder}: no category with 3 or more attributes that have values")
+    rng = random.Random(seed)
+    out, tries = [], 0
+    while len(out) < n and tries < 20 * n:
+        tries += 1
+        cat, attrs = rng.choice(cats)
+        attr = rng.choice([a for a in attrs if a.values])
+        value, leaf = rng.choice(attr.values), cat.split(" > ")[-1]
+        query = (f"{value} {leaf}" if rng.random() < 0.7 else f"{leaf} {value}").lower()
+        if set(query_labels(query, attrs)) != {attr.name}:
+            report.add("query names more than one attribute (skipped)", query)
+            continue
+        product = Product(id=f"synthetic-{len(out)}", title=leaf, category=leaf)
+        out.append(RankExample(RankRequest(product=product, names=tuple(a.name for a in attrs), query=query),
+                               attr.name))
+        report.usable += 1
+    return out
+
+
+def rank_pairs(task, examples: list, report: DataReport | None = None):
+    """(messages, answer): the prompt the ranker scores names under ("which matters most?"), the answer name."""
+    report = report if report is not None else DataReport()
+    pairs = []
+    for ex in examples:
+        if ex.answer not in ex.request.names:
+            report.add("answer is not one of the record's attributes (skipped)", ex.request.product.id)
+            continue
+        pairs.append((task.messages(ex.request), ex.answer))
+    return pairs

@@ -262,6 +262,30 @@ def _classify_data(args, cfg: TrainConfig):
         "taxonomy": taxonomy.name, "holdout": held, "holdout_seed": args.seed if held else None}
 
 
+def _rank_data(args, cfg: TrainConfig):
+    """The same for rank: --train is a taxonomy folder with attributes (Shopify's: synthetic queries, one allowed
+    value + the category name, answer = that value's attribute; --max-records of them, default 2000) or a JSONL of
+    rank demonstrations ({title, attributes | rank, query, answer})."""
+    from engine.cli import _rank_task
+    from finetune.data import DataReport, rank_pairs, synthetic_rank_examples
+    from prompts.tasks.rank import load_rank_examples
+
+    report = DataReport()
+    source = Path(args.train)
+    if source.is_dir():
+        examples = synthetic_rank_examples(source, args.max_records or 2000, cfg.seed, report)
+    else:
+        examples = _read_training(load_rank_examples, source)
+        report.usable = len(examples)
+    if args.val:
+        train_rows, val_rows = examples, list(load_rank_examples(args.val))
+    else:
+        train_rows, val_rows = _split(list(examples), cfg)
+    task = _rank_task(argparse_ns(args, examples=None, shots=0, template=None, max_input_chars=1000))
+    return task.template, rank_pairs(task, train_rows, report), rank_pairs(task, val_rows), report, {}, {
+        "synthetic_from": str(source) if source.is_dir() else None}
+
+
 def _read_training(reader, path) -> list:
     """The training rows, or a ValueError that names the file and what is wrong with it."""
     try:
@@ -294,7 +318,7 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
                       augment=getattr(args, "augment", 0))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    build = {"extract": _extract_data, "classify": _classify_data}[args.task]
+    build = {"extract": _extract_data, "classify": _classify_data, "rank": _rank_data}[args.task]
     template, pairs, val_pairs, report, files, extra = build(args, cfg)
     print(f"facet: training data {args.train}:\n{report.text()}", file=sys.stderr)
     if report.usable < 8:

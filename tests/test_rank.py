@@ -191,3 +191,35 @@ def test_wands_cases_from_the_real_queries():
     assert len(rows) >= 80 and sum(skipped.values()) + len(rows) == 480
     for r in rows:
         assert r.relevant and set(r.relevant) <= set(r.request.names) and len(r.relevant) < len(r.request.names)
+
+
+def test_rank_adapter_trains_on_synthetic_taxonomy_queries(tmp_path, tiny_model_dir):
+    from eval.datasets import query_labels, read_shopify_attributes
+    from finetune.data import DataReport, rank_pairs, synthetic_rank_examples
+
+    folder = tmp_path / "shopify"
+    folder.mkdir()
+    values = {"color": ["Blue", "Red"], "fabric": ["Linen", "Wool"], "pattern": ["Striped", "Solid"],
+              "size": ["Small", "Large"]}
+    (folder / "attributes.json").write_text(json.dumps({"attributes": [
+        {"handle": h, "name": h.title(), "extended_attributes": [],
+         "values": [{"name": v, "handle": f"{h}__{v}"} for v in vals]} for h, vals in values.items()]}))
+    (folder / "category_attributes.json").write_text(json.dumps({"categories": {
+        "hg": {"full_name": "Home", "attributes": ["color"]},
+        "hg-1": {"full_name": "Home > Curtains", "attributes": ["color", "fabric", "pattern"]},
+        "hg-2": {"full_name": "Home > Rugs", "attributes": ["color", "fabric", "pattern", "size"]}}}))
+    report = DataReport()
+    ex = synthetic_rank_examples(folder, 30, seed=1, report=report)
+    assert len(ex) == 30 and report.usable == 30
+    by_cat, _ = read_shopify_attributes(folder)
+    for e in ex:  # one value of one attribute of a category with >= 3 attributes, and its answer
+        attrs = by_cat[f"Home > {e.request.product.title}"]
+        assert list(query_labels(e.request.query, attrs)) == [e.answer]
+    pairs = rank_pairs(Rank(shots=0), ex[:2])
+    assert pairs[0] == (Rank(shots=0).messages(ex[0].request), ex[0].answer)  # the prompt the ranker scores
+    out = tmp_path / "adapter"
+    assert main(["train", "rank", "--train", str(folder), "--max-records", "40", "-o", str(out), "--model",
+                 str(tiny_model_dir), "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
+    prov = json.loads((out / "facet_provenance.json").read_text())
+    assert prov["task"] == "rank" and prov["synthetic_from"] == str(folder) and prov["train_data_hash"]
+    assert (out / "adapter_config.json").is_file()

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from engine.errors import ParseError
-from engine.runner import RunStats
+from engine.runner import RunStats, can_score, softmax
 from engine.types import Choice, Completion, Request, ScoreRequest
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
@@ -76,13 +76,6 @@ class Classify:
         return answer, math.exp(lp)
 
 
-def _softmax(xs: list[float]) -> list[float]:
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    s = sum(e)
-    return [x / s for x in e]
-
-
 def classify_many(backend, task: Classify, products: list[Product], stats: RunStats | None = None,
                   retries: int = 1) -> list[ClassificationResult | ErrorRecord]:
     """Classify products level by level; results in input order, an ErrorRecord per failed item."""
@@ -93,7 +86,7 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
     alts: dict[int, list[tuple[str, float]]] = {}
     results: dict[int, ClassificationResult | ErrorRecord] = {}
     while state:
-        scorable = hasattr(backend, "score") and getattr(backend, "can_score", True)
+        scorable = can_score(backend)
         scored = [i for i, (path, _) in state.items()
                   if scorable and len(task.taxonomy.children(path)) <= task.max_scored_choices]
         scored_set = set(scored)
@@ -122,7 +115,7 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
                 if i in free_of:
                     f = free_of[i]
                     lp = [a - b for a, b in zip(lp, logps[f : f + len(opts)])]
-                probs = _softmax(lp)
+                probs = softmax(lp)
                 path, p = state[i]
                 ranked = sorted(zip(opts, probs), key=lambda x: -x[1])
                 alts[i] = [(SEP.join((*path, o)), p * q) for o, q in ranked[: task.top_k]]
@@ -130,10 +123,7 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
         if decoded:
             level = RunStats()
             outs = run_task(backend, task, [(products[i], state[i][0]) for i in decoded], retries=retries, stats=level)
-            stats.calls += level.calls
-            stats.retried += level.retried
-            stats.prompt_tokens += level.prompt_tokens
-            stats.completion_tokens += level.completion_tokens
+            stats.merge(level)
             for i, out in zip(decoded, outs):
                 if isinstance(out, ErrorRecord):
                     results[i] = out.model_copy(update={"id": products[i].id})

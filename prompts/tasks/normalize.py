@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from engine.errors import ParseError
-from engine.runner import RunStats, run_task
-from engine.types import Choice, Completion, Request, ScoreRequest
+from engine.runner import RunStats, can_score, run_task, score_options
+from engine.types import Choice, Completion, Request
 from prompts.render import render_messages
 from schemas import ErrorRecord, Product
 from schemas.normalization import Change, NormalizationResult, NormalizationSpec, NormRule
@@ -359,27 +359,19 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
     def ask(questions: list[Question]) -> list[str | ErrorRecord]:
         if not questions or backend is None:
             return [ErrorRecord(id=q.id, task=task.name, error="no model to decide") for q in questions]
-        if hasattr(backend, "score") and getattr(backend, "can_score", True):
+        if can_score(backend):
             # every allowed answer scored (sum of its token log-probabilities), the best one taken: on the
             # small model this beats decoding, which mostly returns the first option offered
-            reqs, spans = [], []
-            for q in questions:
-                prompt = tuple(task.messages(q))
-                spans.append(len(reqs))
-                reqs += [ScoreRequest(prompt, o, task.adapter) for o in q.options]
-            logps = backend.score(reqs)
-            stats.calls += 1
-            if task.per_token:  # mean log-probability per token: long options are not penalised for length
-                tok = getattr(backend, "tokenizer", None)
-                logps = [lp / max(1, len(tok(r.continuation, add_special_tokens=False).input_ids) + 1 if tok else 1)
-                         for lp, r in zip(logps, reqs)]
-            return [max(zip(q.options, logps[s : s + len(q.options)]), key=lambda x: x[1])[0]
-                    for q, s in zip(questions, spans)]
+            scores = score_options(backend, [(tuple(task.messages(q)), q.options) for q in questions], task.adapter,
+                                   stats)
+            tok = getattr(backend, "tokenizer", None)
+            if task.per_token and tok:  # mean log-probability per token: long options are not penalised for length
+                scores = [[lp / (len(tok(o, add_special_tokens=False).input_ids) + 1) for lp, o in zip(lps, q.options)]
+                          for lps, q in zip(scores, questions)]
+            return [max(zip(q.options, lps), key=lambda x: x[1])[0] for q, lps in zip(questions, scores)]
         level = RunStats()
         out = run_task(backend, task, questions, retries=retries, stats=level)
-        stats.calls += level.calls
-        stats.prompt_tokens += level.prompt_tokens
-        stats.completion_tokens += level.completion_tokens
+        stats.merge(level)
         return out
 
     # names

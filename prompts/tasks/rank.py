@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from engine.behaviour import Behaviour
 from engine.errors import ParseError, json_object_answer
-from engine.runner import RunStats, run_task
-from engine.types import Choice, Completion, JsonSchema, Request, ScoreRequest
+from engine.runner import RunStats, can_score, run_task, score_options, softmax
+from engine.types import Choice, Completion, JsonSchema, Request
 from prompts.render import render_messages
 from prompts.spans import mentions
 from prompts.tasks.extract import clip_product
@@ -154,29 +154,12 @@ class _Reasons:
         return {n: data[n].strip() for n in order}
 
 
-def _softmax(xs: list[float]) -> list[float]:
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    s = sum(e)
-    return [x / s for x in e]
-
-
 def model_weights(backend, task: Rank, reqs: list[RankRequest], stats: RunStats, retries: int = 1
                   ) -> list[dict[str, float] | ErrorRecord]:
     """The model's weights per request (name -> weight, in the model's order, summing to 1)."""
-    if hasattr(backend, "score") and getattr(backend, "can_score", True):
-        sreqs, spans = [], []
-        for req in reqs:
-            prompt = tuple(task.messages(req))
-            spans.append(len(sreqs))
-            sreqs += [ScoreRequest(prompt, n, task.adapter) for n in req.names]
-        logps = backend.score(sreqs)
-        stats.calls += 1
-        out = []
-        for req, start in zip(reqs, spans):
-            probs = _softmax(logps[start : start + len(req.names)])
-            out.append(dict(sorted(zip(req.names, probs), key=lambda x: -x[1])))
-        return out
+    if can_score(backend):
+        scores = score_options(backend, [(tuple(task.messages(r)), r.names) for r in reqs], task.adapter, stats)
+        return [dict(sorted(zip(r.names, softmax(lp)), key=lambda x: -x[1])) for r, lp in zip(reqs, scores)]
     # decoded: one pick per round under a choice constraint over the names left
     picks: dict[int, dict[str, float]] = {i: {} for i in range(len(reqs))}
     rest = {i: 1.0 for i in range(len(reqs))}
@@ -187,10 +170,7 @@ def model_weights(backend, task: Rank, reqs: list[RankRequest], stats: RunStats,
             break
         level = RunStats()
         outs = run_task(backend, task, [(reqs[i], tuple(picks[i])) for i in todo], retries=retries, stats=level)
-        stats.calls += level.calls
-        stats.retried += level.retried
-        stats.prompt_tokens += level.prompt_tokens
-        stats.completion_tokens += level.completion_tokens
+        stats.merge(level)
         for i, res in zip(todo, outs):
             if isinstance(res, ErrorRecord):
                 failed[i] = res.model_copy(update={"id": reqs[i].product.id})
@@ -262,9 +242,7 @@ def rank_many(backend, task: Rank, reqs: list[RankRequest], behaviour: Behaviour
         level = RunStats()
         outs = run_task(backend, _Reasons(task), [(reqs[i], tuple(results[i].order())) for i in ok],
                         retries=retries, stats=level)
-        stats.calls += level.calls
-        stats.prompt_tokens += level.prompt_tokens
-        stats.completion_tokens += level.completion_tokens
+        stats.merge(level)
         for i, why in zip(ok, outs):
             if isinstance(why, ErrorRecord):
                 results[i].warnings.append(f"no reasons: {why.error}")
