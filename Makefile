@@ -1,6 +1,7 @@
 # facet: two entry points (see README).
 #   make demo   set everything up, then extract attributes from examples/products.jsonl with the default model,
-#               classify them into examples/taxonomy.json, and normalize examples/to_normalize.jsonl
+#               classify them into examples/taxonomy.json, normalize examples/to_normalize.jsonl, and rank the
+#               attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
 PY      ?= python3
@@ -37,8 +38,10 @@ demo: setup
 	    --taxonomy examples/taxonomy.json --examples examples/labelled.jsonl
 	HF_HUB_OFFLINE=1 $(BIN)/facet normalize examples/to_normalize.jsonl -o out/normalized.jsonl --overwrite \
 	    --spec examples/normalization.json
-	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl, out/normalized.jsonl):"
-	@head -n 3 out/attributes.jsonl out/categories.jsonl out/normalized.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/facet rank examples/to_rank.jsonl -o out/ranked.jsonl --overwrite \
+	    --events examples/events.jsonl
+	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl, out/normalized.jsonl, out/ranked.jsonl):"
+	@head -n 3 out/attributes.jsonl out/categories.jsonl out/normalized.jsonl out/ranked.jsonl
 
 test: setup setup-vllm
 	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 $(BIN)/python -m pytest -m "slow or vllm or not slow" -q
