@@ -190,8 +190,6 @@ class Engine:
         ``examples``: demonstrations (a JSONL path, or RankExample objects). ``reasons``: "evidence" (what the query
         named, the model's weight, the behaviour share), "model" (written by the model) or "none".
         """
-        from pydantic import ValidationError
-
         from engine.io import describe_validation
         from prompts.tasks.rank import Rank, as_request, load_rank_examples, rank_many
 
@@ -205,7 +203,6 @@ class Engine:
                 reqs.append(as_request(p, i, query=query, user=user, segment=segment))
             except (ValueError, TypeError) as exc:
                 pid = str(p.get("id", i)) if isinstance(p, dict) else str(i)
-                why = describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
-                errors[i] = ErrorRecord(id=pid, task="rank", error=why)
+                errors[i] = ErrorRecord(id=pid, task="rank", error=describe_validation(exc))
         done = iter(rank_many(self.backend, task, reqs, behaviour, stats=self.stats) if reqs else [])
         return [errors[i] if i in errors else next(done) for i in range(len(reqs) + len(errors))]

@@ -87,6 +87,15 @@ def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = 
                    help="contextual calibration against a content-free input (off: it hurt few-shot accuracy here)")
 
 
+def _add_demo_options(p: argparse.ArgumentParser, examples_help: str, template: str):
+    """The "prompt" group of a task command: --examples, --shots, --template; returned for more options."""
+    g = p.add_argument_group("prompt")
+    g.add_argument("--examples", metavar="FILE", help=examples_help)
+    g.add_argument("--shots", type=int, default=3, help="demonstrations per product (default 3)")
+    g.add_argument("--template", default=None, help=f"default {template}; or a path to your own .j2")
+    return g
+
+
 def _add_rank_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("context and behaviour")
     g.add_argument("--query", help="the shopper's search, for records without their own 'query'")
@@ -156,7 +165,6 @@ def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int
     task's item (default: its Product; a ValueError makes it a bad-input record). ``prepare(items)`` sees every
     valid item (done ones too) before the run and returns extra error records to write (e.g. bad events).
     """
-    from pydantic import ValidationError
     from tqdm import tqdm
 
     from engine.errors import InputError
@@ -176,8 +184,8 @@ def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int
             try:
                 item = to_item(ln)
             except ValueError as exc:
-                why = describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
-                ln = Line(ln.number, None, InputError(why, line=ln.number, record_id=ln.product.id), raw=ln.raw)
+                ln = Line(ln.number, None, InputError(describe_validation(exc), line=ln.number,
+                                                      record_id=ln.product.id), raw=ln.raw)
         else:
             item = ln.product
         if ln.product is not None:
@@ -422,11 +430,11 @@ def _eval_rank(args) -> int:
     from eval.harness import evaluate_ranking, rank_demos
     from eval.report import ranking_markdown
 
-    rows, skipped = read_rank_gold(args.data, args.taxonomy)
-    rows = rows[: args.limit]
+    all_rows, skipped = read_rank_gold(args.data, args.taxonomy)
+    rows = all_rows[: args.limit]
     examples = None
     if args.examples and Path(args.examples).resolve() == Path(args.data).resolve():
-        examples = rank_demos(read_rank_gold(args.data, args.taxonomy)[0])
+        examples = rank_demos(all_rows)
         print("facet: demonstrations from the other queries of the data (never one of the same class)",
               file=sys.stderr)
     args.reasons = "none"  # reasons are not scored
@@ -755,11 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--shots 3   # demos: {title, category}", formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_io_options(p)
     _add_classify_options(p)
-    g = p.add_argument_group("prompt")
-    g.add_argument("--examples", metavar="FILE", help="labelled demonstrations: JSONL {title, category} or "
-                   "PriceRunner-style CSV")
-    g.add_argument("--shots", type=int, default=3, help="demonstrations per product (default 3)")
-    g.add_argument("--template", default=None, help="default classify.j2; or a path to your own .j2")
+    _add_demo_options(p, "labelled demonstrations: JSONL {title, category} or PriceRunner-style CSV", "classify.j2")
     _add_model_options(p)
     p.set_defaults(func=cmd_classify)
 
@@ -808,11 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(event: view, click, add_to_cart, purchase)", formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_io_options(p)
     _add_rank_options(p)
-    g = p.add_argument_group("prompt")
-    g.add_argument("--examples", metavar="JSONL", help="demonstrations: records as above plus \"answer\": the attribute "
-                   "that matters most")
-    g.add_argument("--shots", type=int, default=3, help="demonstrations per product (default 3)")
-    g.add_argument("--template", default=None, help="default rank.j2; or a path to your own .j2")
+    g = _add_demo_options(p, "demonstrations: records as above plus \"answer\": the attribute that matters most",
+                          "rank.j2")
     g.add_argument("--max-input-chars", type=int, default=1000, help="truncate title+description beyond this")
     g.add_argument("--reasons", choices=["evidence", "model", "none"], default="evidence",
                    help="'evidence' (default): what the search named, the model's weight, the behaviour share; "

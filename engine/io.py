@@ -24,7 +24,10 @@ class Line:
     raw: Any = None
 
 
-def describe_validation(exc: ValidationError) -> str:
+def describe_validation(exc: Exception) -> str:
+    """A pydantic ValidationError as 'field: problem; ...' (any other exception: its message)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "record"

@@ -281,7 +281,7 @@ def _rank_data(args, cfg: TrainConfig):
         train_rows, val_rows = examples, list(load_rank_examples(args.val))
     else:
         train_rows, val_rows = _split(list(examples), cfg)
-    task = _rank_task(argparse_ns(args, examples=None, shots=0, template=None, max_input_chars=1000))
+    task = _rank_task(argparse_ns(args, examples=None, shots=0, max_input_chars=1000))  # rank's inference default
     return task.template, rank_pairs(task, train_rows, report), rank_pairs(task, val_rows), report, {}, {
         "synthetic_from": str(source) if source.is_dir() else None}
 

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 
 from engine.errors import ParseError
-from engine.runner import RunStats, can_score, softmax
-from engine.types import Choice, Completion, Request, ScoreRequest
+from engine.runner import RunStats, can_score, score_options, softmax
+from engine.types import Choice, Completion, Request
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
 from schemas import ErrorRecord, Product
@@ -92,29 +92,23 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
         scored_set = set(scored)
         decoded = [i for i in state if i not in scored_set]
         if scored:
-            reqs, spans, free_at = [], [], {}
-            for i in scored:
-                path = state[i][0]
-                prompt = tuple(task.messages(products[i], path))
-                opts = task.taxonomy.children(path)
-                spans.append((len(reqs), opts))
-                reqs += [ScoreRequest(prompt, o, task.adapter) for o in opts]
-            free_of: dict[int, int] = {}  # item -> where its content-free scores start
+            questions = [(tuple(task.messages(products[i], state[i][0])), task.taxonomy.children(state[i][0]))
+                         for i in scored]
+            free_of: dict[int, int] = {}  # item -> its content-free question
             if task.calibrate:
+                free_at: dict[str, int] = {}
                 for i in scored:
                     free = tuple(task.messages(products[i], state[i][0], content_free=True))
                     key = json.dumps(free)
                     if key not in free_at:  # zero-shot: one content-free prompt per taxonomy node
-                        free_at[key] = len(reqs)
-                        reqs += [ScoreRequest(free, o, task.adapter) for o in task.taxonomy.children(state[i][0])]
+                        free_at[key] = len(questions)
+                        questions.append((free, task.taxonomy.children(state[i][0])))
                     free_of[i] = free_at[key]
-            logps = backend.score(reqs)
-            stats.calls += 1
-            for i, (start, opts) in zip(scored, spans):
-                lp = logps[start : start + len(opts)]
+            scores = score_options(backend, questions, task.adapter, stats)
+            for n, i in enumerate(scored):
+                opts, lp = questions[n][1], scores[n]
                 if i in free_of:
-                    f = free_of[i]
-                    lp = [a - b for a, b in zip(lp, logps[f : f + len(opts)])]
+                    lp = [a - b for a, b in zip(lp, scores[free_of[i]])]
                 probs = softmax(lp)
                 path, p = state[i]
                 ranked = sorted(zip(opts, probs), key=lambda x: -x[1])

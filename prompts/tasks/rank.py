@@ -25,6 +25,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from engine.behaviour import Behaviour
 from engine.errors import ParseError, json_object_answer
@@ -45,6 +46,10 @@ class RankExample:
 
     request: RankRequest
     answer: str
+
+    @cached_property
+    def words(self) -> frozenset[str]:  # computed once: demos() compares every request with every example
+        return _words(self.request)
 
     @classmethod
     def from_record(cls, rec: dict, line: int = 0) -> RankExample:
@@ -94,7 +99,7 @@ class Rank:
         target = _words(req)
 
         def score(ex: RankExample) -> float:
-            w = _words(ex.request)
+            w = ex.words
             return len(target & w) / (len(target | w) or 1)
 
         own = req.product.title.casefold()
