@@ -125,6 +125,18 @@ def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = Tru
                        "answer}, or WDC-PAVE train.jsonl with train_normalized.jsonl beside it")
 
 
+def _check_adapter_prompt(adapter: Path, args) -> None:
+    """Warn when an extract adapter is asked with a different kind of prompt than it was trained on."""
+    try:
+        prov = json.loads((adapter / "facet_provenance.json").read_text())
+    except (OSError, ValueError):
+        return
+    shots = prov.get("shots") or 0
+    if shots and not args.examples:
+        print(f"facet: warning: adapter {adapter} was trained with {shots} demonstrations per prompt from "
+              f"{prov.get('examples')}; pass --examples with that file for the prompts it expects", file=sys.stderr)
+
+
 def _task(args, attribute_schema=None):
     from prompts.examples import ExamplePool
     from prompts.tasks.extract import Extract
@@ -137,6 +149,8 @@ def _task(args, attribute_schema=None):
         # an adapter trained schema-guided is asked the same attributes it was trained on
         attribute_schema = load_attribute_schema(Path(adapter) / "attributes.json")
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
+    if adapter:
+        _check_adapter_prompt(Path(adapter), args)
     return Extract(
         template=args.template or "extract.j2", attribute_schema=attribute_schema, examples=examples, shots=args.shots,
         grounded=not args.free, max_input_chars=args.max_input_chars,
@@ -930,6 +944,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", type=int, default=0, metavar="N",
                    help="add up to N changed copies of each training record: comma-separated parts reordered, "
                    "one value deleted from the title (answer null), lower case (default 0)")
+    p.add_argument("--max-len", type=int, default=None, metavar="TOKENS",
+                   help="skip training records whose prompt + answer is longer (default 512; 1024 with --examples)")
+    p.epilog = ("extract with --examples trains on prompts that carry --shots demonstrations from that pool "
+                "(a record never sees itself); give the same --examples at inference (facet warns if not).")
     _add_task_options(p, model=False)
     p.set_defaults(func=cmd_train)
     return parser

@@ -35,12 +35,17 @@ class DataReport:
         return "\n".join(lines)
 
 
-def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | None = None):
-    """(messages, answer) per usable record; problems are counted in ``report``."""
+def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | None = None,
+                  sources: dict[str, str] | None = None):
+    """(messages, answer) per usable record; problems are counted in ``report``. With demonstrations in the
+    prompt, a record never sees itself as one: neither its own title nor, for a changed copy made by
+    :func:`augment` (id ``ID~change``), the title of its source, looked up by ID in ``sources``."""
     report = report if report is not None else DataReport()
+    sources = sources or {}
     pairs = []
     for r in rows:
         p = r.product
+        own = {p.title, sources.get(p.id.split("~", 1)[0], p.title)}
         attrs = task.attributes_for(p)
         output = {}
         for name, vals in r.gold.items():
@@ -57,7 +62,7 @@ def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | N
             report.add("record without gold values (skipped)", p.id)
             continue
         report.usable += 1
-        pairs.append((task.messages(p), answer_json(output, attrs)))
+        pairs.append((task.messages(p, own), answer_json(output, attrs)))
     return pairs
 
 

@@ -212,26 +212,30 @@ def _extract_data(args, cfg: TrainConfig):
     """(template, training pairs, validation pairs, files to save beside the adapter, provenance) for extract."""
     from engine.cli import _task
     from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.report import file_hash
     from finetune.data import DataReport, augment, extract_pairs
 
     rows = _read_training(read_extraction_gold, args.train)
     schema = None if args.attributes else schema_from_gold(rows)
-    task = _task(argparse_ns(args, examples=None), schema)
+    task = _task(argparse_ns(args), schema)  # with --examples, the prompts carry demonstrations, as at inference
     if args.val:
         train_rows, val_rows = rows, read_extraction_gold(args.val)
     else:
         train_rows, val_rows = _split(rows, cfg)
+    sources = {r.product.id: r.product.title for r in train_rows}
     report = DataReport()
-    pairs = extract_pairs(task, train_rows, report)
+    pairs = extract_pairs(task, train_rows, report, sources)
     if cfg.augment:
         extra = augment(train_rows, cfg.augment, cfg.seed)
-        pairs += extract_pairs(task, extra)
+        pairs += extract_pairs(task, extra, sources=sources)
         print(f"facet: augmentation added {len(pairs) - report.usable} variants (reordered parts, a value dropped "
               f"from the title, lower case)", file=sys.stderr)
     files = {}
     if schema is not None:
         files["attributes.json"] = json.dumps({c: [a.name for a in s] for c, s in schema.categories.items()}, indent=1)
-    return task.template, pairs, extract_pairs(task, val_rows), report, files, {"grounded": task.grounded}
+    shots = {"shots": task.shots, "examples": str(args.examples), "examples_hash": file_hash(args.examples)} \
+        if task.examples else {"shots": 0}
+    return task.template, pairs, extract_pairs(task, val_rows), report, files, {"grounded": task.grounded, **shots}
 
 
 def _classify_data(args, cfg: TrainConfig):
@@ -315,7 +319,8 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     cfg = TrainConfig(task=args.task, model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
                       bf16=args.bf16, device=getattr(args, "device", "auto"),
-                      augment=getattr(args, "augment", 0))
+                      augment=getattr(args, "augment", 0),
+                      max_len=getattr(args, "max_len", None) or (1024 if args.task == "extract" and getattr(args, "examples", None) else 512))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     build = {"extract": _extract_data, "classify": _classify_data, "rank": _rank_data}[args.task]

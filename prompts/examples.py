@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +61,20 @@ class ExamplePool:
             raise ValueError(f"{path}: no examples found")
         return cls(out)
 
-    def select(self, product: Product, k: int) -> list[Example]:
+    def select(self, product: Product, k: int, exclude_titles: Collection[str] = ()) -> list[Example]:
+        """The ``k`` most similar demonstrations, most similar last. ``exclude_titles`` (compared case-folded)
+        are never shown: training uses it so that a record, or a changed copy of it, never sees its own answer."""
         if k <= 0:
             return []
         target = _words(product)
         cat = (product.category or "").casefold()
+        banned = {t.casefold() for t in exclude_titles}
 
         def score(i: int):
             e = self.examples[i]
-            if e.product.title == product.title and e.product.id == product.id:
+            if (e.product.title == product.title and e.product.id == product.id) or (
+                banned and e.product.title.casefold() in banned
+            ):
                 return (-1, 0.0)  # never show a product its own answer
             same = 1 if cat and (e.product.category or "").casefold() == cat else 0
             w = self._words[i]

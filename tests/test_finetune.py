@@ -248,3 +248,50 @@ def test_classify_adapter_trains_on_the_classifier_prompts_and_holds_out_the_eva
     assert prov["task"] == "classify" and prov["holdout"] == 10
     assert prov["train_records"] + prov["val_records"] == len(rest)  # the eval sample and its clusters left out
     check_adapter(ad)
+
+
+def test_training_with_demonstrations_never_shows_a_record_its_own_answer():
+    from finetune.data import augment
+    from prompts.examples import Example, ExamplePool
+
+    rows = gold_rows(12)
+    pool = ExamplePool([Example(r.product.model_copy(update={"id": f"pool-{i}"}),
+                                {k: sorted(v)[0] for k, v in r.gold.items()}) for i, r in enumerate(rows)])
+    task = Extract(attribute_schema=SCHEMA, examples=pool, shots=3)
+    sources = {r.product.id: r.product.title for r in rows}
+    variants = augment(rows, 1, seed=0)
+    assert variants and all("~" in v.product.id for v in variants)
+    for row in rows + variants:
+        (messages, answer), = extract_pairs(task, [row], sources=sources)
+        source_title = sources[row.product.id.split("~")[0]]
+        shown = [m["content"] for m in messages if m["role"] == "user"][:-1]
+        assert len(shown) == 3  # three demonstrations, then the question
+        assert not any(f"Title: {t}\n" in s for s in shown for t in {row.product.title, source_title}), row.product.id
+    # at inference, nothing is left out: an identical title in the pool is a fair (and useful) demonstration
+    q = rows[0].product.model_copy(update={"id": "new"})
+    assert any(f"Title: {q.title}\n" in m["content"] for m in task.messages(q)[:-1])
+
+
+def test_cli_train_with_demonstrations_records_them_and_warns_without(tmp_path, tiny_model_dir, capsys):
+    from engine.cli import main
+
+    f = tmp_path / "train.jsonl"
+    with f.open("w") as fh:
+        for r in gold_rows(10):
+            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
+                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    ad = tmp_path / "adapter"
+    assert main(["train", "extract", "--train", str(f), "--examples", str(f), "--shots", "2", "-o", str(ad),
+                 "--model", str(tiny_model_dir), "--max-steps", "1", "--rank", "8", "--batch-size", "4"]) == 0
+    prov = json.loads((ad / "facet_provenance.json").read_text())
+    assert prov["shots"] == 2 and prov["examples"] == str(f) and prov["examples_hash"]
+    assert prov["config"]["max_len"] == 1024
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "q", "title": "Nova mug Green", "category": "Mugs"}) + "\n")
+    capsys.readouterr()
+    args = ["extract", str(src), "-o", str(tmp_path / "o1.jsonl"), "--model", str(tiny_model_dir), "--adapter", str(ad),
+            "-q", "--max-new-tokens", "8"]
+    assert main(args) == 0
+    assert "trained with 2 demonstrations" in capsys.readouterr().err
+    assert main([*args[:3], str(tmp_path / "o2.jsonl"), *args[4:], "--examples", str(f)]) == 0
+    assert "demonstrations" not in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from engine.errors import ParseError, json_object_answer
@@ -60,11 +61,11 @@ class Extract:
     def clip(self, product: Product) -> tuple[Product, list[str]]:
         return clip_product(product, self.max_input_chars)
 
-    def messages(self, product: Product):
+    def messages(self, product: Product, exclude_titles: Collection[str] = ()):
         product, _ = self.clip(product)
         attrs = self.attributes_for(product)
         demos = []
-        for ex in self.examples.select(product, self.shots) if self.examples else []:
+        for ex in self.examples.select(product, self.shots, exclude_titles) if self.examples else []:
             ex_attrs = self.attributes_for(ex.product) if self.attribute_schema else None
             demos.append(
                 {"product": ex.product, "attributes": ex_attrs, "answer": answer_json(ex.output, ex_attrs)}
