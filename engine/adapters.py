@@ -58,3 +58,17 @@ def check_adapter(path: str | Path, model=None) -> dict:
                     f"but the loaded model has {base}; pass the matching --model."
                 )
     return config
+
+
+def prompt_mismatch(adapter: str | Path, with_examples: bool) -> str | None:
+    """Why an extract adapter trained on prompts with demonstrations is about to be asked without them, or
+    None. (The other way round is allowed: demonstrations in front of a zero-shot adapter were measured.)"""
+    try:
+        prov = json.loads((Path(adapter) / "facet_provenance.json").read_text())
+    except (OSError, ValueError):
+        return None
+    shots = prov.get("shots") or 0
+    if shots and not with_examples:
+        return (f"adapter {adapter} was trained with {shots} demonstrations per prompt from {prov.get('examples')}; "
+                f"pass those examples (--examples / examples=) for the prompts it expects")
+    return None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from engine.adapters import prompt_mismatch
 from engine.config import EngineConfig, load_backend
 from engine.runner import RunStats, run_task
 from prompts.examples import ExamplePool
@@ -61,6 +63,8 @@ class Engine:
             attributes = AttributeSchema.from_mapping(attributes)
         if isinstance(examples, (str, Path)):
             examples = ExamplePool.from_jsonl(examples)
+        if adapter is not None and (warning := prompt_mismatch(adapter, examples is not None)):
+            warnings.warn(warning, stacklevel=2)
         self.extract_task = Extract(
             template=template,
             attribute_schema=attributes,

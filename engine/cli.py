@@ -125,19 +125,8 @@ def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = Tru
                        "answer}, or WDC-PAVE train.jsonl with train_normalized.jsonl beside it")
 
 
-def _check_adapter_prompt(adapter: Path, args) -> None:
-    """Warn when an extract adapter is asked with a different kind of prompt than it was trained on."""
-    try:
-        prov = json.loads((adapter / "facet_provenance.json").read_text())
-    except (OSError, ValueError):
-        return
-    shots = prov.get("shots") or 0
-    if shots and not args.examples:
-        print(f"facet: warning: adapter {adapter} was trained with {shots} demonstrations per prompt from "
-              f"{prov.get('examples')}; pass --examples with that file for the prompts it expects", file=sys.stderr)
-
-
 def _task(args, attribute_schema=None):
+    from engine.adapters import prompt_mismatch
     from prompts.examples import ExamplePool
     from prompts.tasks.extract import Extract
     from schemas import load_attribute_schema
@@ -149,8 +138,8 @@ def _task(args, attribute_schema=None):
         # an adapter trained schema-guided is asked the same attributes it was trained on
         attribute_schema = load_attribute_schema(Path(adapter) / "attributes.json")
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
-    if adapter:
-        _check_adapter_prompt(Path(adapter), args)
+    if adapter and (warning := prompt_mismatch(adapter, bool(args.examples))):
+        print(f"facet: warning: {warning}", file=sys.stderr)
     return Extract(
         template=args.template or "extract.j2", attribute_schema=attribute_schema, examples=examples, shots=args.shots,
         grounded=not args.free, max_input_chars=args.max_input_chars,

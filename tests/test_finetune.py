@@ -295,3 +295,7 @@ def test_cli_train_with_demonstrations_records_them_and_warns_without(tmp_path, 
     assert "trained with 2 demonstrations" in capsys.readouterr().err
     assert main([*args[:3], str(tmp_path / "o2.jsonl"), *args[4:], "--examples", str(f)]) == 0
     assert "demonstrations" not in capsys.readouterr().err
+    from engine.api import Engine
+
+    with pytest.warns(UserWarning, match="trained with 2 demonstrations"):
+        Engine(str(tiny_model_dir), adapter=str(ad))
