@@ -274,14 +274,15 @@ def _complete_task(args, schema=None):
 
     if schema is None and args.attributes:
         schema = load_attribute_schema(args.attributes)
-    if schema is None and args.adapter and (Path(args.adapter) / "attributes.json").is_file():
-        schema = load_attribute_schema(Path(args.adapter) / "attributes.json")
+    adapter = getattr(args, "adapter", None)
+    if schema is None and adapter and (Path(adapter) / "attributes.json").is_file():
+        schema = load_attribute_schema(Path(adapter) / "attributes.json")
     if schema is None:
         raise ValueError("complete needs to know which attributes each category should have: --attributes FILE "
                          "(JSON category -> attribute list, e.g. examples/attributes.json)")
     return Complete(attribute_schema=schema, examples=ExamplePool.from_jsonl(args.examples) if args.examples else None,
                     shots=args.shots, min_confidence=args.min_confidence, template=args.template or "complete.j2",
-                    max_input_chars=args.max_input_chars, adapter="complete" if args.adapter else None)
+                    max_input_chars=args.max_input_chars, adapter="complete" if adapter else None)
 
 
 def cmd_complete(args) -> int:
@@ -906,8 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task")
-    p.add_argument("task", choices=["extract", "classify", "rank"])
-    p.add_argument("--train", required=True, help="extract: JSONL (OA-Mine/WDC format or facet examples); "
+    p.add_argument("task", choices=["extract", "classify", "complete", "rank"])
+    p.add_argument("--train", required=True, help="extract, complete: JSONL (OA-Mine/WDC format or facet examples); "
                    "classify: PriceRunner CSV or JSONL {title, category}; rank: a Shopify taxonomy folder "
                    "(synthetic queries: an allowed value + the category name) or JSONL rank demonstrations")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (default: the labels of --train)")
@@ -931,8 +932,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast (use on GPUs / AMX CPUs; measured >5x slower than fp32 on this 2-core CPU)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when visible), cpu, or cuda")
     p.add_argument("--augment", type=int, default=0, metavar="N",
-                   help="add up to N changed copies of each training record: comma-separated parts reordered, "
-                   "one value deleted from the title (answer null), lower case (default 0)")
+                   help="extract: add up to N changed copies of each training record: comma-separated parts "
+                   "reordered, one value deleted from the title (answer null), lower case; complete: hide N more "
+                   "attributes of each record, in turn (default 0)")
     p.add_argument("--max-len", type=int, default=None, metavar="TOKENS",
                    help="skip training records whose prompt + answer is longer (default 512; 1024 with --examples)")
     p.epilog = ("extract with --examples trains on prompts that carry --shots demonstrations from that pool "

@@ -7,6 +7,7 @@ order, null when absent). Loss is taken on the answer tokens only.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -63,6 +64,44 @@ def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | N
             continue
         report.usable += 1
         pairs.append((task.messages(p, own), answer_json(output, attrs)))
+    return pairs
+
+
+def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = None, copies: int = 1, seed: int = 0):
+    """(messages, answer) for completion: per record, up to ``copies`` different gold attributes hidden in turn
+    (drawn with ``seed``; the others given as known), the answer the hidden value and null for every other
+    attribute asked (the gold lists only what the text states), serialized as the constrained decoder emits it."""
+    from prompts.tasks.complete import pick_hidden
+
+    report = report if report is not None else DataReport()
+    pairs = []
+    for r in rows:
+        p = r.product
+        valued = sorted(k for k, v in r.gold.items() if v)
+        if not valued:
+            report.add("record without gold values (skipped)", p.id)
+            continue
+        text = p.text()
+        first = pick_hidden(valued, p.id, seed)
+        rest = [n for n in valued if n != first]
+        random.Random(f"{seed}:{p.id}:more").shuffle(rest)
+        usable = False
+        for hidden in [first, *rest][: max(1, copies)]:
+            known = {k: sorted(r.gold[k], key=lambda v: (text.find(v) < 0, len(v)))[0] for k in valued if k != hidden}
+            product = p.model_copy(update={"attributes": known})
+            asked = task.wanted(product)
+            if hidden not in {a.name for a in asked}:
+                report.add("attribute outside the schema (dropped)", f"{p.id}:{hidden}")
+                continue
+            value = sorted(r.gold[hidden], key=lambda v: (text.find(v) < 0, len(v)))[0]
+            if value not in task.schema(product)["properties"][hidden]["enum"]:
+                report.add("gold value not a span of the text (skipped)", f"{p.id}:{hidden}={value!r}")
+                continue
+            answer = json.dumps({a.name: value if a.name == hidden else None for a in asked}, ensure_ascii=False,
+                                separators=(",", ":"))
+            pairs.append((task.messages(product), answer))
+            usable = True
+        report.usable += usable
     return pairs
 
 

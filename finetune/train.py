@@ -238,6 +238,28 @@ def _extract_data(args, cfg: TrainConfig):
     return task.template, pairs, extract_pairs(task, val_rows), report, files, {"grounded": task.grounded, **shots}
 
 
+def _complete_data(args, cfg: TrainConfig):
+    """The same for complete: OA-Mine-style gold; per record one attribute hidden (``--augment N``: N more, in
+    turn), the rest given as known, the prompt `facet complete` builds (attributes per category from --train,
+    or --attributes), answer = the hidden value, null for every other attribute asked."""
+    from engine.cli import _complete_task
+    from eval.datasets import read_extraction_gold, schema_from_gold
+    from finetune.data import DataReport, complete_pairs
+
+    rows = _read_training(read_extraction_gold, args.train)
+    schema = None if args.attributes else schema_from_gold(rows)
+    task = _complete_task(argparse_ns(args, examples=None, min_confidence=0.5), schema)
+    if args.val:
+        train_rows, val_rows = rows, read_extraction_gold(args.val)
+    else:
+        train_rows, val_rows = _split(rows, cfg)
+    report = DataReport()
+    pairs = complete_pairs(task, train_rows, report, copies=1 + cfg.augment, seed=cfg.seed)
+    names = {c: [a.name for a in s] for c, s in task.attribute_schema.categories.items()}
+    files = {"attributes.json": Path(args.attributes).read_text() if args.attributes else json.dumps(names, indent=1)}
+    return task.template, pairs, complete_pairs(task, val_rows, seed=cfg.seed), report, files, {}
+
+
 def _classify_data(args, cfg: TrainConfig):
     """The same for classify: one (prompt, answer) per taxonomy level of each labelled product. ``--holdout N``
     leaves out exactly the sample `facet eval classify --limit N --seed S` scores, and its product clusters."""
@@ -320,10 +342,11 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
                       bf16=args.bf16, device=getattr(args, "device", "auto"),
                       augment=getattr(args, "augment", 0),
-                      max_len=getattr(args, "max_len", None) or (1024 if args.task == "extract" and getattr(args, "examples", None) else 512))
+                      max_len=getattr(args, "max_len", None)
+                      or (1024 if args.task == "extract" and getattr(args, "examples", None) else 512))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    build = {"extract": _extract_data, "classify": _classify_data, "rank": _rank_data}[args.task]
+    build = {"extract": _extract_data, "classify": _classify_data, "complete": _complete_data, "rank": _rank_data}[args.task]
     template, pairs, val_pairs, report, files, extra = build(args, cfg)
     print(f"facet: training data {args.train}:\n{report.text()}", file=sys.stderr)
     if report.usable < 8:

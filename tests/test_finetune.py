@@ -299,3 +299,65 @@ def test_cli_train_with_demonstrations_records_them_and_warns_without(tmp_path, 
 
     with pytest.warns(UserWarning, match="trained with 2 demonstrations"):
         Engine(str(tiny_model_dir), adapter=str(ad))
+
+
+def test_complete_pairs_are_the_completion_prompts_and_answers_fit_the_grammar(tiny_backend, tiny_tokenizer):
+    import llguidance
+    import llguidance.hf
+
+    from engine.backends.grammar import llguidance_spec
+    from eval.datasets import GoldProduct
+    from finetune.data import complete_pairs
+    from prompts.tasks.complete import Complete
+
+    schema = AttributeSchema.from_mapping({"Mugs": ["Brand", "Color", "Size"]})
+    task = Complete(schema)
+    row = GoldProduct(Product(id="m1", title="Acme mug Red, 12 oz", category="Mugs"),
+                      {"Brand": {"Acme"}, "Color": {"Red"}, "Size": None})
+    report = DataReport()
+    pairs = complete_pairs(task, [row], report, copies=2)
+    assert report.usable == 1 and len(pairs) == 2  # two different attributes hidden in turn
+    hidden_seen = set()
+    for messages, answer in pairs:
+        data = json.loads(answer)
+        hidden = next(k for k, v in data.items() if v is not None)
+        hidden_seen.add(hidden)
+        assert data == {hidden: {"Brand": "Acme", "Color": "Red"}[hidden], "Size": None}  # unlisted -> null
+        known = {"Brand": "Acme", "Color": "Red"}
+        known.pop(hidden)
+        product = row.product.model_copy(update={"attributes": known})
+        req = task.build(product)
+        assert messages == list(req.prompt)  # exactly the prompt `facet complete` sends
+        ex = encode(tiny_tokenizer, messages, answer, 512)
+        n = len(tiny_tokenizer(tiny_backend.prompt_text(req), add_special_tokens=False).input_ids)
+        matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tiny_tokenizer), llguidance_spec(req.constraint))
+        assert matcher.consume_tokens(ex["input_ids"][n:]), matcher.get_error()
+        assert matcher.is_accepting()
+    assert hidden_seen == {"Brand", "Color"}
+    bad = GoldProduct(Product(id="m2", title="Zed mug", category="Mugs"), {"Brand": {"Bolt"}})
+    assert complete_pairs(task, [bad], report) == [] and "not a span of the text" in report.text()
+
+
+def test_cli_train_complete_then_complete_with_the_adapter(tmp_path, tiny_model_dir):
+    from engine.cli import main
+
+    f = tmp_path / "train.jsonl"
+    with f.open("w") as fh:
+        for r in gold_rows(10):
+            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
+                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    ad = tmp_path / "adapter"
+    assert main(["train", "complete", "--train", str(f), "-o", str(ad), "--model", str(tiny_model_dir),
+                 "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
+    prov = json.loads((ad / "facet_provenance.json").read_text())
+    assert prov["task"] == "complete" and prov["template_hash"]
+    assert json.loads((ad / "attributes.json").read_text()) == {"Mugs": ["Brand", "Color"]}
+    check_adapter(ad)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "q", "title": "Nova mug Green", "category": "Mugs",
+                               "attributes": {"Brand": "Nova"}}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["complete", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--adapter", str(ad), "-q"]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["ok"] and rec["given"] == {"Brand": "Nova"}
+    assert {x["name"] for x in rec["filled"] + rec["abstained"]} == {"Color"}
