@@ -346,6 +346,9 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
                       or (1024 if args.task == "extract" and getattr(args, "examples", None) else 512))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if getattr(args, "examples", None) and args.task != "extract":
+        raise ValueError(f"--examples trains on prompts with demonstrations, which only `facet train extract` "
+                         f"supports; leave it out for `facet train {args.task}`")
     build = {"extract": _extract_data, "classify": _classify_data, "complete": _complete_data, "rank": _rank_data}[args.task]
     template, pairs, val_pairs, report, files, extra = build(args, cfg)
     print(f"facet: training data {args.train}:\n{report.text()}", file=sys.stderr)

@@ -140,6 +140,8 @@ def test_train_refuses_an_unusable_set(tmp_path, tiny_model_dir, capsys):
     assert main(["train", "extract", "--train", str(f), "-o", str(tmp_path / "a"), "--model", str(tiny_model_dir)]) != 0
     err = capsys.readouterr().err
     assert "record without gold values" in err and "0 usable training records" in err
+    args = ["train", "complete", "--train", str(f), "--examples", str(f), "-o", str(tmp_path / "c")]
+    assert main(args) != 0 and "only `facet train extract` supports" in capsys.readouterr().err
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["train", "extract", "--train", str(tmp_path / "empty.jsonl"), "-o", str(tmp_path / "b")]) != 0
     assert "holds no records" in capsys.readouterr().err
