@@ -28,6 +28,15 @@ def gold_rows(n=12):
     return rows
 
 
+def oa_mine_file(path, n=10):
+    """The gold rows written as OA-Mine JSONL (category Mugs)."""
+    with path.open("w") as fh:
+        for r in gold_rows(n):
+            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
+                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    return path
+
+
 def encoded(tok, rows):
     task = Extract(attribute_schema=SCHEMA)
     return [encode(tok, m, a, 512) for m, a in extract_pairs(task, rows)]
@@ -150,11 +159,7 @@ def test_train_refuses_an_unusable_set(tmp_path, tiny_model_dir, capsys):
 def test_cli_train_then_extract_with_the_adapter(tmp_path, tiny_model_dir):
     from engine.cli import main
 
-    f = tmp_path / "train.jsonl"
-    with f.open("w") as fh:
-        for r in gold_rows(10):
-            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
-                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    f = oa_mine_file(tmp_path / "train.jsonl")
     ad = tmp_path / "adapter"
     assert main(["train", "extract", "--train", str(f), "-o", str(ad), "--model", str(tiny_model_dir),
                  "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
@@ -277,11 +282,7 @@ def test_training_with_demonstrations_never_shows_a_record_its_own_answer():
 def test_cli_train_with_demonstrations_records_them_and_warns_without(tmp_path, tiny_model_dir, capsys):
     from engine.cli import main
 
-    f = tmp_path / "train.jsonl"
-    with f.open("w") as fh:
-        for r in gold_rows(10):
-            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
-                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    f = oa_mine_file(tmp_path / "train.jsonl")
     ad = tmp_path / "adapter"
     assert main(["train", "extract", "--train", str(f), "--examples", str(f), "--shots", "2", "-o", str(ad),
                  "--model", str(tiny_model_dir), "--max-steps", "1", "--rank", "8", "--batch-size", "4"]) == 0
@@ -343,11 +344,7 @@ def test_complete_pairs_are_the_completion_prompts_and_answers_fit_the_grammar(t
 def test_cli_train_complete_then_complete_with_the_adapter(tmp_path, tiny_model_dir):
     from engine.cli import main
 
-    f = tmp_path / "train.jsonl"
-    with f.open("w") as fh:
-        for r in gold_rows(10):
-            fh.write(json.dumps({"input": r.product.title, "category": "Mugs",
-                                 "target_scores": {k: sorted(v) for k, v in r.gold.items()}}) + "\n")
+    f = oa_mine_file(tmp_path / "train.jsonl")
     ad = tmp_path / "adapter"
     assert main(["train", "complete", "--train", str(f), "-o", str(ad), "--model", str(tiny_model_dir),
                  "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
