@@ -60,6 +60,12 @@ def check_adapter(path: str | Path, model=None) -> dict:
     return config
 
 
+def trained_attributes(adapter: str | Path | None) -> Path | None:
+    """The attribute list a schema-guided adapter was trained on (its ``attributes.json``), or None."""
+    path = Path(adapter) / "attributes.json" if adapter else None
+    return path if path is not None and path.is_file() else None
+
+
 def prompt_mismatch(adapter: str | Path, with_examples: bool) -> str | None:
     """Why an extract adapter trained on prompts with demonstrations is about to be asked without them, or
     None. (The other way round is allowed: demonstrations in front of a zero-shot adapter were measured.)"""

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.adapters import prompt_mismatch
+from engine.adapters import prompt_mismatch, trained_attributes
 from engine.config import EngineConfig, load_backend
 from engine.runner import RunStats, run_task
 from prompts.examples import ExamplePool
@@ -23,6 +23,20 @@ def as_product(item: Any, index: int = 0) -> Product:
     if isinstance(item, dict):
         return Product.model_validate({"id": str(index), **item})
     raise TypeError(f"expected a Product, dict or title string, got {type(item).__name__}")
+
+
+def as_schema(attributes: Any) -> AttributeSchema | None:
+    """An AttributeSchema from a path, a ``{category: [names]}`` dict, a schema, or None."""
+    if isinstance(attributes, (str, Path)):
+        return load_attribute_schema(attributes)
+    if isinstance(attributes, dict):
+        return AttributeSchema.from_mapping(attributes)
+    return attributes
+
+
+def as_pool(examples: Any) -> ExamplePool | None:
+    """An ExamplePool from a JSONL path, a pool, or None."""
+    return ExamplePool.from_jsonl(examples) if isinstance(examples, (str, Path)) else examples
 
 
 class Engine:
@@ -55,14 +69,9 @@ class Engine:
         if adapter is not None:
             adapters.setdefault("extract", adapter)
         self.config = EngineConfig(model=model, adapters=adapters, **config)
-        if attributes is None and adapter is not None and (Path(adapter) / "attributes.json").is_file():
-            attributes = Path(adapter) / "attributes.json"  # ask what the adapter was trained to answer
-        if isinstance(attributes, (str, Path)):
-            attributes = load_attribute_schema(attributes)
-        elif isinstance(attributes, dict):
-            attributes = AttributeSchema.from_mapping(attributes)
-        if isinstance(examples, (str, Path)):
-            examples = ExamplePool.from_jsonl(examples)
+        # an adapter is asked the attributes it was trained to answer
+        attributes = as_schema(attributes if attributes is not None else trained_attributes(adapter))
+        examples = as_pool(examples)
         if adapter is not None and (warning := prompt_mismatch(adapter, examples is not None)):
             warnings.warn(warning, stacklevel=2)
         self.extract_task = Extract(
@@ -163,17 +172,11 @@ class Engine:
         """
         from prompts.tasks.complete import Complete
 
-        schema = attributes if attributes is not None else self.extract_task.attribute_schema
-        if isinstance(schema, (str, Path)):
-            schema = load_attribute_schema(schema)
-        elif isinstance(schema, dict):
-            schema = AttributeSchema.from_mapping(schema)
+        schema = as_schema(attributes if attributes is not None else self.extract_task.attribute_schema)
         if schema is None:
             raise ValueError("complete needs the attributes each category should have: attributes=... or "
                              "Engine(attributes=...)")
-        if isinstance(examples, (str, Path)):
-            examples = ExamplePool.from_jsonl(examples)
-        task = Complete(attribute_schema=schema, examples=examples, shots=shots, min_confidence=min_confidence,
+        task = Complete(attribute_schema=schema, examples=as_pool(examples), shots=shots, min_confidence=min_confidence,
                         adapter="complete" if "complete" in self.config.adapters else None)
         items = [as_product(p, i) for i, p in enumerate(products)]
         return run_task(self.backend, task, items, stats=self.stats)

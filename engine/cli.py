@@ -126,7 +126,7 @@ def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = Tru
 
 
 def _task(args, attribute_schema=None):
-    from engine.adapters import prompt_mismatch
+    from engine.adapters import prompt_mismatch, trained_attributes
     from prompts.examples import ExamplePool
     from prompts.tasks.extract import Extract
     from schemas import load_attribute_schema
@@ -134,9 +134,8 @@ def _task(args, attribute_schema=None):
     if attribute_schema is None and getattr(args, "attributes", None):
         attribute_schema = load_attribute_schema(args.attributes)
     adapter = getattr(args, "adapter", None)
-    if attribute_schema is None and adapter and (Path(adapter) / "attributes.json").is_file():
-        # an adapter trained schema-guided is asked the same attributes it was trained on
-        attribute_schema = load_attribute_schema(Path(adapter) / "attributes.json")
+    if attribute_schema is None and (trained := trained_attributes(adapter)):
+        attribute_schema = load_attribute_schema(trained)  # asked the attributes it was trained on
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
     if adapter and (warning := prompt_mismatch(adapter, bool(args.examples))):
         print(f"facet: warning: {warning}", file=sys.stderr)
@@ -267,7 +266,22 @@ def cmd_classify(args) -> int:
     return _run_jsonl(args, "classify", process)
 
 
+def _schema_from_train(args):
+    """Without --attributes: the per-category attribute list of the gold training file (--schema-from, default
+    train.jsonl beside --data), or None when there is none."""
+    from eval.datasets import read_extraction_gold, schema_from_gold
+
+    if args.attributes:
+        return None
+    train = Path(getattr(args, "schema_from", None) or Path(args.data).with_name("train.jsonl"))
+    if not train.is_file():
+        return None
+    print(f"facet: attribute schema per category from {train}", file=sys.stderr)
+    return schema_from_gold(read_extraction_gold(train))
+
+
 def _complete_task(args, schema=None):
+    from engine.adapters import trained_attributes
     from prompts.examples import ExamplePool
     from prompts.tasks.complete import Complete
     from schemas import load_attribute_schema
@@ -275,8 +289,8 @@ def _complete_task(args, schema=None):
     if schema is None and args.attributes:
         schema = load_attribute_schema(args.attributes)
     adapter = getattr(args, "adapter", None)
-    if schema is None and adapter and (Path(adapter) / "attributes.json").is_file():
-        schema = load_attribute_schema(Path(adapter) / "attributes.json")
+    if schema is None and (trained := trained_attributes(adapter)):
+        schema = load_attribute_schema(trained)
     if schema is None:
         raise ValueError("complete needs to know which attributes each category should have: --attributes FILE "
                          "(JSON category -> attribute list, e.g. examples/attributes.json)")
@@ -297,17 +311,12 @@ def cmd_complete(args) -> int:
 
 
 def _eval_complete(args) -> int:
-    from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.datasets import read_extraction_gold
     from eval.harness import evaluate_completion
     from eval.report import completion_markdown
     from eval.report import ratio_text as f
 
-    schema = None
-    if not args.attributes:
-        train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
-        schema = schema_from_gold(read_extraction_gold(train))
-        print(f"facet: attributes per category from {train}", file=sys.stderr)
-    task = _complete_task(args, schema)
+    task = _complete_task(args, _schema_from_train(args))
     rows = read_extraction_gold(args.data)[: args.limit]
     report = evaluate_completion(_backend(args, "complete"), task, args.data, rows, seed=args.seed,
                                  batch_size=args.batch_size, model=args.model, adapter_path=args.adapter,
@@ -547,7 +556,6 @@ def cmd_render(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from eval.datasets import read_extraction_gold, schema_from_gold
     from eval.harness import evaluate_extraction
     from eval.report import extraction_markdown
 
@@ -559,13 +567,7 @@ def cmd_eval(args) -> int:
         return _eval_complete(args)
     if args.task == "rank":
         return _eval_rank(args)
-    schema = None
-    if not args.attributes:
-        train = Path(args.schema_from) if args.schema_from else Path(args.data).with_name("train.jsonl")
-        if train.is_file():
-            schema = schema_from_gold(read_extraction_gold(train))
-            print(f"facet: attribute schema per category from {train}", file=sys.stderr)
-    task = _task(args, schema)
+    task = _task(args, _schema_from_train(args))
     backend = _backend(args)
     report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
                                  model=args.model, adapter_path=args.adapter, grammar=args.grammar,
@@ -624,17 +626,12 @@ def cmd_compare(args) -> int:
 
 def cmd_bench(args) -> int:
     from eval.bench import grammar_compile, markdown, throughput
-    from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.datasets import read_extraction_gold
     from eval.report import provenance
 
     rows = read_extraction_gold(args.data)
     products = [r.product for r in rows][: args.limit]
-    schema = None
-    if not args.attributes:
-        train = Path(args.data).with_name("train.jsonl")
-        if train.is_file():
-            schema = schema_from_gold(read_extraction_gold(train))
-    task = _task(args, schema)
+    task = _task(args, _schema_from_train(args))
     if args.backends:
         return _bench_backends(args, task, products)
     backend = _backend(args)
