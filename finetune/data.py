@@ -36,6 +36,11 @@ class DataReport:
         return "\n".join(lines)
 
 
+def answer_value(values, text: str) -> str:
+    """The one gold value to train on: a span of the text first, then the shortest."""
+    return min(values, key=lambda v: (text.find(v) < 0, len(v)))
+
+
 def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | None = None,
                   sources: dict[str, str] | None = None):
     """(messages, answer) per usable record; problems are counted in ``report``. With demonstrations in the
@@ -55,7 +60,7 @@ def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | N
             if attrs is not None and name not in {a.name for a in attrs}:
                 report.add("attribute outside the schema (dropped)", f"{p.id}:{name}")
                 continue
-            value = sorted(vals, key=lambda v: (p.text().find(v) < 0, len(v)))[0]
+            value = answer_value(vals, p.text())
             if task.grounded and locate(value, p.text())[0] != "exact":
                 report.add("gold value not in the text (kept)", f"{p.id}:{name}={value!r}")
             output[name] = value
@@ -87,13 +92,13 @@ def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = No
         random.Random(f"{seed}:{p.id}:more").shuffle(rest)
         usable = False
         for hidden in [first, *rest][: max(1, copies)]:
-            known = {k: sorted(r.gold[k], key=lambda v: (text.find(v) < 0, len(v)))[0] for k in valued if k != hidden}
+            known = {k: answer_value(r.gold[k], text) for k in valued if k != hidden}
             product = p.model_copy(update={"attributes": known})
             asked = task.wanted(product)
             if hidden not in {a.name for a in asked}:
                 report.add("attribute outside the schema (dropped)", f"{p.id}:{hidden}")
                 continue
-            value = sorted(r.gold[hidden], key=lambda v: (text.find(v) < 0, len(v)))[0]
+            value = answer_value(r.gold[hidden], text)
             if value not in task.schema(product)["properties"][hidden]["enum"]:
                 report.add("gold value not a span of the text (skipped)", f"{p.id}:{hidden}={value!r}")
                 continue
