@@ -168,11 +168,12 @@ class Engine:
         """CompletionResult (given, filled with confidence and source, abstained) or ErrorRecord per product.
 
         ``attributes``: which attributes each category should have (path, dict or AttributeSchema); defaults to
-        the Engine's. Given values are never asked for or changed.
+        the Engine's, else those a complete adapter was trained on. Given values are never asked for or changed.
         """
         from prompts.tasks.complete import Complete
 
-        schema = as_schema(attributes if attributes is not None else self.extract_task.attribute_schema)
+        schema = as_schema(attributes if attributes is not None else self.extract_task.attribute_schema
+                           or trained_attributes(self.config.adapters.get("complete")))
         if schema is None:
             raise ValueError("complete needs the attributes each category should have: attributes=... or "
                              "Engine(attributes=...)")

@@ -360,3 +360,9 @@ def test_cli_train_complete_then_complete_with_the_adapter(tmp_path, tiny_model_
     rec = json.loads(out.read_text())
     assert rec["ok"] and rec["given"] == {"Brand": "Nova"}
     assert {x["name"] for x in rec["filled"] + rec["abstained"]} == {"Color"}
+    from engine.api import Engine
+
+    # the Python API asks a complete adapter the attributes it was trained on, as the CLI does
+    res = Engine(str(tiny_model_dir), adapters={"complete": str(ad)}).complete(
+        {"id": "q", "title": "Nova mug Green", "category": "Mugs", "attributes": {"Brand": "Nova"}})
+    assert {x.name for x in res.filled + res.abstained} == {"Color"}
