@@ -218,10 +218,7 @@ def _extract_data(args, cfg: TrainConfig):
     rows = _read_training(read_extraction_gold, args.train)
     schema = None if args.attributes else schema_from_gold(rows)
     task = _task(argparse_ns(args), schema)  # with --examples, the prompts carry demonstrations, as at inference
-    if args.val:
-        train_rows, val_rows = rows, read_extraction_gold(args.val)
-    else:
-        train_rows, val_rows = _split(rows, cfg)
+    train_rows, val_rows = _split(rows, cfg, args.val, read_extraction_gold)
     sources = {r.product.id: r.product.title for r in train_rows}
     report = DataReport()
     pairs = extract_pairs(task, train_rows, report, sources)
@@ -249,10 +246,7 @@ def _complete_data(args, cfg: TrainConfig):
     rows = _read_training(read_extraction_gold, args.train)
     schema = None if args.attributes else schema_from_gold(rows)
     task = _complete_task(argparse_ns(args, examples=None, min_confidence=0.5), schema)
-    if args.val:
-        train_rows, val_rows = rows, read_extraction_gold(args.val)
-    else:
-        train_rows, val_rows = _split(rows, cfg)
+    train_rows, val_rows = _split(rows, cfg, args.val, read_extraction_gold)
     report = DataReport()
     pairs = complete_pairs(task, train_rows, report, copies=1 + cfg.augment, seed=cfg.seed)
     names = {c: [a.name for a in s] for c, s in task.attribute_schema.categories.items()}
@@ -276,10 +270,7 @@ def _classify_data(args, cfg: TrainConfig):
         held = len(sample)
     if args.max_records and len(rows) > args.max_records:
         rows = random.Random(cfg.seed).sample(rows, args.max_records)
-    if args.val:
-        train_rows, val_rows = rows, read_classification_gold(args.val)
-    else:
-        train_rows, val_rows = _split(rows, cfg)
+    train_rows, val_rows = _split(rows, cfg, args.val, read_classification_gold)
     ns = argparse_ns(args, examples=None, top_k=3, review_below=0.5, calibrate=False, shots=0)
     task = _classify_task(ns, taxonomy, None)
     report = DataReport()
@@ -303,10 +294,7 @@ def _rank_data(args, cfg: TrainConfig):
     else:
         examples = _read_training(load_rank_examples, source)
         report.usable = len(examples)
-    if args.val:
-        train_rows, val_rows = examples, list(load_rank_examples(args.val))
-    else:
-        train_rows, val_rows = _split(list(examples), cfg)
+    train_rows, val_rows = _split(list(examples), cfg, args.val, lambda path: list(load_rank_examples(path)))
     task = _rank_task(argparse_ns(args, examples=None, shots=0, max_input_chars=1000))  # rank's inference default
     return task.template, rank_pairs(task, train_rows, report), rank_pairs(task, val_rows), report, {}, {
         "synthetic_from": str(source) if source.is_dir() else None}
@@ -323,7 +311,11 @@ def _read_training(reader, path) -> list:
     return rows
 
 
-def _split(rows: list, cfg: TrainConfig) -> tuple[list, list]:
+def _split(rows: list, cfg: TrainConfig, val_path=None, reader=None) -> tuple[list, list]:
+    """(training rows, validation rows): all of ``rows`` and ``reader(val_path)`` when a validation file is
+    given, else a seeded ``val_fraction`` of ``rows`` held out."""
+    if val_path:
+        return rows, reader(val_path)
     rows = rows[:]
     random.Random(cfg.seed).shuffle(rows)
     k = max(1, int(len(rows) * cfg.val_fraction))
