@@ -346,10 +346,12 @@ def test_cli_train_complete_then_complete_with_the_adapter(tmp_path, tiny_model_
 
     f = oa_mine_file(tmp_path / "train.jsonl")
     ad = tmp_path / "adapter"
-    assert main(["train", "complete", "--train", str(f), "-o", str(ad), "--model", str(tiny_model_dir),
-                 "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
+    val = oa_mine_file(tmp_path / "val.jsonl", 6)
+    assert main(["train", "complete", "--train", str(f), "--val", str(val), "-o", str(ad), "--model",
+                 str(tiny_model_dir), "--max-steps", "2", "--rank", "8", "--batch-size", "4"]) == 0
     prov = json.loads((ad / "facet_provenance.json").read_text())
     assert prov["task"] == "complete" and prov["template_hash"]
+    assert prov["val_data"] == str(val) and prov["val_records"] == 6 and prov["train_records"] == 10
     assert json.loads((ad / "attributes.json").read_text()) == {"Mugs": ["Brand", "Color"]}
     check_adapter(ad)
     src = tmp_path / "in.jsonl"
