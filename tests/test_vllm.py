@@ -84,22 +84,39 @@ def test_one_batch_mixes_adapters_like_separate_calls(engine):
     from engine.types import Request
 
     base, lora = Request(PROMPT, None, max_new_tokens=12), Request(PROMPT, None, max_new_tokens=12, adapter="rand")
+    assert engine.mix_adapters  # one generate call (on the CPU build: facet's LoRA ops, where index -1 = none)
     mixed = engine.generate([base, lora, base, lora])
     alone = engine.generate([base])[0].text, engine.generate([lora])[0].text
     assert [c.text for c in mixed] == [alone[0], alone[1], alone[0], alone[1]]
     assert alone[0] != alone[1]  # the adapter really ran
 
 
-def test_logprobs_and_scoring_without_lora(engine):
-    from engine.errors import EngineError
-    from engine.types import Request, ScoreRequest
+def test_adapter_answers_match_transformers(engine, hf):
+    """The LoRA arithmetic (facet's ops on the CPU build) gives the same greedy text as PEFT."""
+    from engine.types import Request
 
-    reqs = [ScoreRequest(PROMPT, cont) for cont in ("Nike", "Adidas", "M")]
-    if not engine.can_score:  # the CPU build cannot score with LoRA on: a clear error, and classify decodes
-        with pytest.raises(EngineError, match="merge-adapter"):
-            engine.score(reqs)
+    prompts = [PROMPT, [{"role": "user", "content": "Name three colours of running shoes."}]]
+    reqs = [Request(p, None, max_new_tokens=16, adapter="rand") for p in prompts]
+    assert [c.text for c in engine.generate(reqs)] == [c.text for c in hf.generate(reqs)]
+
+
+def test_logprobs(engine):
+    from engine.types import Request
+
     (c,) = engine.generate([Request(PROMPT, None, max_new_tokens=5, want_logprobs=True)])
     assert len(c.logprobs) == c.completion_tokens and all(lp <= 0 for _, lp in c.logprobs)
+
+
+def test_scores_with_lora_enabled_agree_with_transformers(engine, hf):
+    """Prompt log-probs with LoRA on (vLLM's own CPU ops fail there), with and without the adapter, mixed."""
+    from engine.types import ScoreRequest
+
+    assert engine.can_score
+    reqs = [ScoreRequest(PROMPT, cont, adapter=a) for a in (None, "rand") for cont in ("Nike", "Adidas", "M")]
+    got, want = engine.score(reqs), hf.score(reqs)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, abs=0.05 + 0.01 * abs(w))
+    assert got[:3] != pytest.approx(got[3:], abs=0.5)  # the adapter changed the scores
 
 
 def test_extraction_is_the_same_as_with_transformers(engine, hf):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.adapters import VLLM_RANKS, check_adapter, check_known
+from engine.backends import vllm_cpu_lora
 from engine.chat import request_text
 from engine.errors import EngineError
 from engine.types import Choice, Completion, JsonSchema, Regex, Request, ScoreRequest
@@ -103,10 +104,6 @@ class VLLMBackend:
         for path in self.adapters.values():
             check_adapter(path)
         self.merged: str | None = None
-        # vLLM's CPU build (0.32) applies the LoRA to every row of a batch that holds any LoRA request
-        # (measured: base rows came back with the adapter's answers), so there each adapter gets its own
-        # generate call; on GPU one call mixes adapters, as vLLM intends.
-        self.mix_adapters = not cpu
         folder = Path(model)
         if merge and self.adapters:
             if len(self.adapters) > 1:
@@ -114,9 +111,17 @@ class VLLMBackend:
             (self.merged, path), = self.adapters.items()
             folder = merged_model(folder, path)
         lora = bool(self.adapters) and self.merged is None
-        # ...and with LoRA enabled it crashes on prompt log-probs (einsum shape error), which score() needs:
-        # classification then decodes under a choice constraint instead of scoring every choice.
-        self.can_score = not (cpu and lora)
+        if cpu and lora:  # in this process; `facet serve`'s server gets them through the vLLM plugin entry point
+            vllm_cpu_lora.register()
+        # vLLM's own CPU LoRA ops (0.32) serve a batch's base rows the adapter too, and fail on prompt
+        # log-probs (einsum shape error); facet's ops (engine.backends.vllm_cpu_lora) fix both. Without them
+        # (FACET_VLLM_CPU_LORA=0) each adapter gets its own generate call and scoring is refused (classification
+        # then decodes under a choice constraint instead of scoring every choice).
+        fixed = not cpu or not lora or vllm_cpu_lora.active()
+        self.mix_adapters = fixed
+        # prompt log-probs on the CPU build: one adapter (or none) per call
+        self.can_score = fixed
+        self.score_mixes = not cpu
         if cpu:
             engine_args.setdefault("dtype", "float32")  # bf16 runs ~4x slower on these CPUs (measured)
         engine_args.setdefault("enable_prefix_caching", True)
@@ -181,10 +186,10 @@ class VLLMBackend:
         return SamplingParams(max_tokens=r.max_new_tokens, temperature=r.temperature, structured_outputs=so,
                               logprobs=0 if r.want_logprobs else None)
 
-    def _run(self, prompts: list, params, adapters: list[str | None]) -> list:
-        """``llm.generate`` in as few calls as the build allows (see ``mix_adapters``), in input order."""
+    def _run(self, prompts: list, params, adapters: list[str | None], mix: bool) -> list:
+        """``llm.generate`` in one call (``mix``) or one per adapter, results in input order."""
         loras = [self._lora_for(a) for a in adapters]
-        groups = [list(range(len(prompts)))] if self.mix_adapters else [
+        groups = [list(range(len(prompts)))] if mix else [
             [i for i, a in enumerate(adapters) if a == name] for name in dict.fromkeys(adapters)]
         outs: list = [None] * len(prompts)
         for idx in groups:
@@ -204,7 +209,7 @@ class VLLMBackend:
             return []
         check_known(requests, self._lora if self.merged is None else {self.merged})
         outs = self._run([self.prompt_text(r) for r in requests], [self._params(r) for r in requests],
-                         [r.adapter for r in requests])
+                         [r.adapter for r in requests], self.mix_adapters)
         results = []
         for r, o in zip(requests, outs):
             g = o.outputs[0]
@@ -223,8 +228,9 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
 
         if not self.can_score:
-            raise EngineError("scoring needs prompt log-probs, which vLLM's CPU build cannot compute with LoRA "
-                              "enabled; use --merge-adapter, no adapter, or the transformers backend")
+            raise EngineError("scoring needs prompt log-probs, which vLLM's own CPU LoRA ops cannot compute "
+                              "(FACET_VLLM_CPU_LORA=0 is set); unset it, or use --merge-adapter, no adapter, or "
+                              "the transformers backend")
         if not requests:
             return []
         check_known(requests, self._lora if self.merged is None else {self.merged})
@@ -240,7 +246,7 @@ class VLLMBackend:
             prompts.append(TokensPrompt(prompt_token_ids=p + c))
             spans.append((len(p), len(p) + len(c)))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outs = self._run(prompts, params, [r.adapter for r in requests])
+        outs = self._run(prompts, params, [r.adapter for r in requests], self.score_mixes)
         scores = []
         for o, (a, b) in zip(outs, spans):
             ids = o.prompt_token_ids

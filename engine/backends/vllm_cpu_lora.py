@@ -137,6 +137,25 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
     return None
 
 
+def add_lora_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, *, buffer=None, **kwargs):
+    """``PunicaWrapperCPU.add_lora_logits``, also for prompt log-probs, where the rows are prompt tokens and
+    vLLM's op (one index per request) fails with an einsum shape error: when every token of the step uses
+    the same adapter (or none), every row gets it."""
+    x2 = x.view(-1, x.shape[-1])
+    if self.sampler_indices.numel() != x2.shape[0]:
+        u = single_adapter(self.token_lora_indices)
+        if u is not None:
+            if u >= 0:
+                a, b = lora_a_stacked[u], lora_b_stacked[u]
+                a, b = (a.squeeze(0) if a.dim() == 3 else a), (b.squeeze(0) if b.dim() == 3 else b)
+                y2 = y.view(-1, y.shape[-1])
+                out = ((x2.to(torch.float32) @ a.to(torch.float32).T) * scale) @ b.to(torch.float32).T
+                common = min(out.shape[1], y2.shape[1])
+                y2[:, :common] += out[:, :common].to(y2.dtype)
+            return None
+    return _ORIGINAL["add_lora_logits"](self, y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs)
+
+
 _ORIGINAL: dict = {}
 
 
@@ -151,10 +170,21 @@ def patch() -> bool:
     if not _ORIGINAL:
         _ORIGINAL.update({name: getattr(lora_ops, name) for name in _NAMES})
         _ORIGINAL["add_lora_linear"] = wrapper.add_lora_linear
+        _ORIGINAL["add_lora_logits"] = wrapper.add_lora_logits
     for name in _NAMES:
         setattr(punica_cpu, name, globals()[name])
     wrapper.add_lora_linear = add_lora_linear
+    wrapper.add_lora_logits = add_lora_logits
     return True
+
+
+def active() -> bool:
+    """Whether this process runs vLLM's CPU LoRA through these ops."""
+    try:
+        from vllm.lora.punica_wrapper import punica_cpu
+    except ImportError:
+        return False
+    return punica_cpu.PunicaWrapperCPU.add_lora_linear is add_lora_linear
 
 
 def register() -> None:

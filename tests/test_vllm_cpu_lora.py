@@ -1,0 +1,67 @@
+"""facet's LoRA ops for vLLM's CPU build: the arithmetic, checked against a per-row reference (pure torch;
+the vLLM-marked tests in test_vllm.py check them inside a real engine against PEFT)."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.backends.vllm_cpu_lora import bgmv_expand_slice, bgmv_shrink, lora_matmul, sgmv_shrink, single_adapter
+
+
+def _reference(x, w, idx):
+    w = w.squeeze(1) if w.dim() == 4 else w
+    return torch.stack([x[i] @ w[j].T if j >= 0 else torch.zeros(w.shape[1]) for i, j in enumerate(idx.tolist())])
+
+
+def _data(n=7, adapters=3, r=4, d=10):
+    torch.manual_seed(0)
+    return torch.randn(n, d), torch.randn(adapters, 1, r, d)
+
+
+def test_rows_get_their_own_adapter_and_index_minus_one_gets_none():
+    x, w = _data()
+    idx = torch.tensor([0, 2, -1, 1, 2, -1, 0])
+    out = lora_matmul(x, w, idx, torch.float32)
+    assert torch.allclose(out, _reference(x, w, idx), atol=1e-5)
+    assert (out[idx == -1] == 0).all()  # vLLM's own op gave these rows the last adapter
+
+
+def test_one_adapter_for_all_rows_is_one_matmul_with_the_same_result():
+    x, w = _data()
+    idx = torch.full((7,), 1)
+    assert torch.allclose(lora_matmul(x, w, idx, torch.float32), x @ w[1, 0].T, atol=1e-5)
+
+
+def test_shapes_it_does_not_know_are_left_to_vllm():
+    x, w = _data()
+    assert lora_matmul(x, w, torch.tensor([0, 1, 2]), torch.float32) is None
+
+
+def test_shrink_scales_and_expand_slice_adds_into_its_slice():
+    x, a = _data(r=4)
+    idx = torch.tensor([0, 1, -1, 1, 0, 0, 2])
+    buf = torch.zeros(7, 4)
+    bgmv_shrink(x, a, buf, idx, 0.5)
+    assert torch.allclose(buf, 0.5 * _reference(x, a, idx), atol=1e-5)
+    b = torch.randn(3, 1, 6, 4)
+    y = torch.ones(7, 10)
+    bgmv_expand_slice(buf, b, y, idx, 2, 6, True)
+    assert torch.allclose(y[:, 2:8], 1 + _reference(buf, b, idx), atol=1e-5)
+    assert (y[:, :2] == 1).all() and (y[:, 8:] == 1).all()
+
+
+def test_prefill_indices_are_per_sequence():
+    x, a = _data(n=5)
+    buf = torch.zeros(5, 4)
+    sgmv_shrink(x, a, buf, None, torch.tensor([2, 3]), torch.tensor([-1, 2]), 2, 3, 5, 1.0)
+    assert torch.allclose(buf, _reference(x, a, torch.tensor([-1, -1, 2, 2, 2])), atol=1e-5)
+
+
+def test_single_adapter_follows_in_place_updates_of_the_index_buffer():
+    buffer = torch.zeros(8, dtype=torch.long)
+    assert single_adapter(buffer[:4]) == 0
+    buffer[:4].copy_(torch.tensor([0, 1, 1, 0]))  # vLLM updates its metadata in place each step
+    assert single_adapter(buffer[:4]) is None
+    buffer[:4].fill_(-1)
+    assert single_adapter(buffer[:4]) == -1
+    assert single_adapter(buffer[:6]) is None  # a longer batch over the same buffer: rows 4-5 are 0
