@@ -157,3 +157,23 @@ def test_bench_reports_compile_time_and_ratios(tmp_path, tiny_model_dir):
     assert set(rep["grammar"]) == {"llguidance", "xgrammar"}
     assert [r["batch_size"] for r in rep["throughput"]] == [1, 2]
     assert all(r["ok"] == 3 and r["constrained_vs_unconstrained_tokens_per_s"] > 0 for r in rep["throughput"])
+
+
+def test_backend_comparison_prices_the_adapter_on_the_same_answers(scripted):
+    """adapter / none: both runs are forced to write the adapter's answers (the base model's own answers
+    differ in length, which would skew tokens/s), and the free run keeps each row's answer length."""
+    from engine.types import Choice, Completion
+    from eval.bench import backend_run
+    from prompts.tasks.extract import Extract
+    from schemas.product import Product
+
+    answer = '{"Brand":"Acme"}'
+    backend = scripted(lambda r, n: Completion(text=answer if r.adapter else '{"Brand":"Acme mug red"}',
+                                               finish_reason="stop", completion_tokens=5 if r.adapter else 9))
+    products = [Product(id=str(i), title=f"Acme mug {c}") for i, c in enumerate(("red", "blue"))]
+    row = backend_run(backend, Extract(adapter="extract"), products)
+    assert row["ok"] == 2 and row["adapter_vs_no_adapter"] > 0
+    free, base, forced = backend.calls[2:5]
+    assert all(r.constraint is None and r.max_new_tokens == 5 for r in free)
+    for calls, adapter in ((base, None), (forced, "extract")):
+        assert [(r.adapter, r.constraint) for r in calls] == [(adapter, Choice((answer,)))] * 2

@@ -9,7 +9,8 @@ adapter's weights once.
 
 The gather also has a bug: rows without an adapter carry index -1, which Python indexing turns into the
 *last* adapter slot, so in a batch that mixes base-model and adapter requests the base rows were served
-the adapter (measured, vLLM 0.32 CPU). Here rows with index -1 get no LoRA contribution, as on GPUs.
+the adapter (measured, vLLM 0.32 CPU; upstream: vllm-project/vllm pull request 48421, open). Here rows
+with index -1 get no LoRA contribution, as vLLM's GPU kernels do.
 
 Only the arithmetic of the six ops changes; their signatures and the bookkeeping (slices, padding,
 ``add_inputs``) are vLLM's. ``register`` is the ``vllm.general_plugins`` entry point, so the ops are
