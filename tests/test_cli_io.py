@@ -173,7 +173,8 @@ def test_backend_comparison_prices_the_adapter_on_the_same_answers(scripted):
     products = [Product(id=str(i), title=f"Acme mug {c}") for i, c in enumerate(("red", "blue"))]
     row = backend_run(backend, Extract(adapter="extract"), products)
     assert row["ok"] == 2 and row["adapter_vs_no_adapter"] > 0
-    free, base, forced = backend.calls[2:5]
+    free, warm, base, forced = backend.calls[2:6]
+    assert all(r.adapter is None and r.max_new_tokens == 1 for r in warm)  # base prompts cached like the adapter's
     assert all(r.constraint is None and r.max_new_tokens == 5 for r in free)
     for calls, adapter in ((base, None), (forced, "extract")):
         assert [(r.adapter, r.constraint) for r in calls] == [(adapter, Choice((answer,)))] * 2
