@@ -65,3 +65,35 @@ def test_single_adapter_follows_in_place_updates_of_the_index_buffer():
     buffer[:4].fill_(-1)
     assert single_adapter(buffer[:4]) == -1
     assert single_adapter(buffer[:6]) is None  # a longer batch over the same buffer: rows 4-5 are 0
+
+
+class _Wrapper:  # the two index views vLLM's punica wrapper gives its ops
+    def __init__(self, tokens, sampler):
+        self.token_lora_indices, self.sampler_indices = tokens, sampler
+
+
+def test_linear_layer_with_one_adapter_adds_each_slice_its_own_product():
+    from engine.backends.vllm_cpu_lora import add_lora_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 10)
+    a = (torch.randn(2, 1, 4, 10), torch.randn(2, 1, 4, 10))
+    b = (torch.randn(2, 1, 3, 4), torch.randn(2, 1, 6, 4))
+    y = torch.ones(5, 9)
+    add_lora_linear(_Wrapper(torch.full((5,), 1), torch.full((2,), 1)), y, x, a, b, 0.5, (3, 6))
+    assert torch.allclose(y[:, :3], 1 + (x @ a[0][1, 0].T * 0.5) @ b[0][1, 0].T, atol=1e-4)
+    assert torch.allclose(y[:, 3:], 1 + (x @ a[1][1, 0].T * 0.5) @ b[1][1, 0].T, atol=1e-4)
+    add_lora_linear(_Wrapper(torch.full((5,), -1), torch.full((2,), -1)), y2 := torch.ones(5, 9), x, a, b, 0.5, (3, 6))
+    assert (y2 == 1).all()  # base-model rows: untouched
+
+
+def test_prompt_logprobs_rows_get_the_batch_adapter():
+    """Prompt log-probs hand the logits op one row per prompt token but one index per request; vLLM's op
+    fails there. When the step uses one adapter, every row gets it."""
+    from engine.backends.vllm_cpu_lora import add_lora_logits
+
+    torch.manual_seed(0)
+    x, a, b = torch.randn(7, 10), torch.randn(2, 1, 4, 10), torch.randn(2, 1, 12, 4)
+    y = torch.zeros(7, 12)
+    add_lora_logits(_Wrapper(torch.full((7,), 0), torch.full((2,), 0)), y, x, a, b, 1.0)
+    assert torch.allclose(y, (x @ a[0, 0].T) @ b[0, 0].T, atol=1e-4)

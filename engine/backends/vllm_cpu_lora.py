@@ -116,6 +116,13 @@ def single_adapter(indices: torch.Tensor) -> int | None:
     return _SEEN[2]
 
 
+def _delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(x @ A.T * scale) @ B.T`` for one adapter's A (1, rank, in) or (rank, in) and B, in float32 like
+    vLLM's buffers."""
+    a, b = (a.squeeze(0) if a.dim() == 3 else a), (b.squeeze(0) if b.dim() == 3 else b)
+    return ((x.to(torch.float32) @ a.to(torch.float32).T) * scale) @ b.to(torch.float32).T
+
+
 def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, *, buffer=None, **kwargs):
     """``PunicaWrapperCPU.add_lora_linear`` when the whole batch uses one adapter (or none): per output slice
     ``y[:, slice] += (x @ A.T * scale) @ B.T``, two matrix multiplies instead of vLLM's per-slice op chain."""
@@ -130,10 +137,7 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
     y2 = y.view(-1, y.shape[-1])
     offset = 0
     for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices):
-        a, b = a[u], b[u]
-        a, b = (a.squeeze(0) if a.dim() == 3 else a), (b.squeeze(0) if b.dim() == 3 else b)
-        h = (x2.to(torch.float32) @ a.to(torch.float32).T) * scale  # float32 like vLLM's buffer
-        y2[:, offset: offset + size] += (h @ b.to(torch.float32).T).to(y2.dtype)
+        y2[:, offset: offset + size] += _delta(x2, a[u], b[u], scale).to(y2.dtype)
         offset += size
     return None
 
@@ -147,10 +151,8 @@ def add_lora_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, *, buffer
         u = single_adapter(self.token_lora_indices)
         if u is not None:
             if u >= 0:
-                a, b = lora_a_stacked[u], lora_b_stacked[u]
-                a, b = (a.squeeze(0) if a.dim() == 3 else a), (b.squeeze(0) if b.dim() == 3 else b)
                 y2 = y.view(-1, y.shape[-1])
-                out = ((x2.to(torch.float32) @ a.to(torch.float32).T) * scale) @ b.to(torch.float32).T
+                out = _delta(x2, lora_a_stacked[u], lora_b_stacked[u], scale)
                 common = min(out.shape[1], y2.shape[1])
                 y2[:, :common] += out[:, :common].to(y2.dtype)
             return None
