@@ -117,11 +117,8 @@ class VLLMBackend:
         # log-probs (einsum shape error); facet's ops (engine.backends.vllm_cpu_lora) fix both. Without them
         # (FACET_VLLM_CPU_LORA=0) each adapter gets its own generate call and scoring is refused (classification
         # then decodes under a choice constraint instead of scoring every choice).
-        fixed = not cpu or not lora or vllm_cpu_lora.active()
-        self.mix_adapters = fixed
-        # prompt log-probs on the CPU build: one adapter (or none) per call
-        self.can_score = fixed
-        self.score_mixes = not cpu
+        self.mix_adapters = self.can_score = not cpu or not lora or vllm_cpu_lora.active()
+        self.score_mixes = not cpu  # facet's ops score one adapter (or none) per call
         if cpu:
             engine_args.setdefault("dtype", "float32")  # bf16 runs ~4x slower on these CPUs (measured)
         engine_args.setdefault("enable_prefix_caching", True)

@@ -12,8 +12,9 @@ The gather also has a bug: rows without an adapter carry index -1, which Python 
 the adapter (measured, vLLM 0.32 CPU; upstream: vllm-project/vllm pull request 48421, open). Here rows
 with index -1 get no LoRA contribution, as vLLM's GPU kernels do.
 
-Only the arithmetic of the six ops changes; their signatures and the bookkeeping (slices, padding,
-``add_inputs``) are vLLM's. ``register`` is the ``vllm.general_plugins`` entry point, so the ops are
+Only the arithmetic changes: the six ops keep vLLM's signatures and bookkeeping (slices, padding,
+``add_inputs``), and the wrapper's ``add_lora_linear``/``add_lora_logits`` take a two-matmul path when a step
+uses one adapter (or none), handing anything else to vLLM's own methods. ``register`` is the ``vllm.general_plugins`` entry point, so the ops are
 replaced in every vLLM process (engine core and workers included), and only on the CPU build; set
 ``FACET_VLLM_CPU_LORA=0`` to keep vLLM's own ops.
 """
@@ -127,7 +128,7 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
     """``PunicaWrapperCPU.add_lora_linear`` when the whole batch uses one adapter (or none): per output slice
     ``y[:, slice] += (x @ A.T * scale) @ B.T``, two matrix multiplies instead of vLLM's per-slice op chain."""
     indices = self.token_lora_indices
-    x2 = x.view(-1, x.shape[-1])
+    x2 = x.view(-1, x.shape[-1]).to(torch.float32)  # once for all slices (no copy for fp32 models)
     u = single_adapter(indices) if indices.numel() == x2.shape[0] else None
     if u is None:
         return _ORIGINAL["add_lora_linear"](self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices,
