@@ -713,7 +713,8 @@ def _bench_backends(args, task, products) -> int:
                 port = sock.getsockname()[1]
             adapters = {"extract": args.adapter} if args.adapter else {}
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            with running_server(args.model, adapters, port=port, merge=merged,
+            # dev mode: the bench resets the server's prefix cache between the runs it compares
+            with running_server(args.model, adapters, port=port, merge=merged, env={"VLLM_SERVER_DEV_MODE": "1"},
                                 log_file=Path(args.output).with_suffix(f".{name}.log")) as url:
                 opts.base_url = url
                 backend = _backend(opts)

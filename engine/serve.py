@@ -26,11 +26,12 @@ from engine.errors import EngineError
 
 def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.1", port: int = 8000,
                   grammar: str = "xgrammar", max_model_len: int = 4096, extra: list[str] | None = None,
-                  cpu: bool | None = None, merge: bool = False) -> tuple[list[str], dict[str, str]]:
+                  cpu: bool | None = None, merge: bool = False,
+                  env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The server's argv and environment (pure apart from resolving the model folder).
 
     ``merge``: serve the one adapter merged into the weights, under the adapter's name only (vLLM's CPU
-    build runs LoRA far slower than a plain model)."""
+    build runs LoRA far slower than a plain model). ``env``: extra environment for the server."""
     from engine.adapters import check_adapter
     from engine.backends.vllm import GRAMMAR_BACKENDS, cpu_env, lora_rank, on_cpu
     from engine.models import resolve_model
@@ -56,7 +57,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
             check_adapter(path)
         argv += ["--enable-lora", "--max-loras", str(len(adapters)), "--max-lora-rank", str(lora_rank(adapters)),
                  "--lora-modules", *[f"{name}={Path(path).resolve()}" for name, path in sorted(adapters.items())]]
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if cpu:
         argv += ["--dtype", "float32"]
         env = {**cpu_env(), **env}  # anything already set in the environment wins

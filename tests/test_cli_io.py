@@ -178,3 +178,24 @@ def test_backend_comparison_prices_the_adapter_on_the_same_answers(scripted):
     assert all(r.constraint is None and r.max_new_tokens == 5 for r in free)
     for calls, adapter in ((base, None), (forced, "extract")):
         assert [(r.adapter, r.constraint) for r in calls] == [(adapter, Choice((answer,)))] * 2
+
+
+def test_backend_comparison_starts_constrained_and_free_runs_equally_cold(scripted):
+    """A backend that keeps a prefix cache across calls has it reset before the constrained and before the
+    free run; otherwise the free run (second) finds every prompt computed and the ratio flatters it."""
+    from eval.bench import backend_run
+    from prompts.tasks.extract import Extract
+    from schemas.product import Product
+
+    class Cached(scripted):
+        def reset_prefix_cache(self):
+            self.calls.append("reset")
+            return True
+
+    backend = Cached(lambda r, n: '{"Brand":"Acme"}')
+    products = [Product(id=str(i), title=f"Acme mug {c}") for i, c in enumerate(("red", "blue"))]
+    row = backend_run(backend, Extract(), products)
+    kinds = ["reset" if c == "reset" else ("free" if c[0].constraint is None else "constrained") for c in backend.calls]
+    assert kinds == ["constrained", "reset", "constrained", "reset", "free"]  # warm-up, then two cold runs
+    assert row["prefix_cache_reset"] is True
+    assert backend_run(scripted(lambda r, n: '{"Brand":"Acme"}'), Extract(), products)["prefix_cache_reset"] is None

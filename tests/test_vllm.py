@@ -135,6 +135,10 @@ def test_extraction_is_the_same_as_with_transformers(engine, hf):
         f"{x}\n{y}" for x, y in zip(a, b) if x != y)
 
 
+def test_prefix_cache_resets(engine):
+    assert engine.reset_prefix_cache()
+
+
 def test_unknown_adapter_is_a_clear_error(engine):
     from engine.errors import EngineError
     from engine.types import Request
@@ -172,8 +176,9 @@ def test_real_vllm_server_with_adapter_and_schema(random_lora, tmp_path):
     from engine.types import Choice, JsonSchema, Request
 
     with running_server("smollm2-135m", {"rand": random_lora}, port=_free_port(), max_model_len=2048,
-                        log_file=tmp_path / "server.log") as url:
+                        log_file=tmp_path / "server.log", env={"VLLM_SERVER_DEV_MODE": "1"}) as url:
         backend = OpenAIBackend(url, "smollm2-135m", adapters={"rand": random_lora}, concurrency=4)
+        assert backend.reset_prefix_cache()  # the bench's cold-start runs rely on it
         reqs = [Request(PROMPT, JsonSchema(SCHEMA), max_new_tokens=40),
                 Request(PROMPT, JsonSchema(SCHEMA), max_new_tokens=40, adapter="rand"),
                 Request(PROMPT, Choice(("Apparel", "Electronics")), max_new_tokens=8)]

@@ -52,6 +52,17 @@ class OpenAIBackend:
     def name(self) -> str:
         return "openai"
 
+    def reset_prefix_cache(self) -> bool:
+        """Ask a vLLM server to forget its cached prompt prefixes; True when it did. vLLM offers this only
+        when started with ``VLLM_SERVER_DEV_MODE=1`` (``facet bench``'s own server is); otherwise False."""
+        import httpx
+
+        try:
+            resp = self.client.post(f"{self.base_url.removesuffix('/v1')}/reset_prefix_cache")
+            return resp.status_code == 200 and bool(resp.json().get("success"))
+        except (httpx.HTTPError, ValueError):
+            return False
+
     def body(self, r: Request) -> dict:
         messages = [{"role": "user", "content": r.prompt}] if isinstance(r.prompt, str) else list(r.prompt)
         body = {"model": self.adapters.get(r.adapter, r.adapter) if r.adapter else self.model,

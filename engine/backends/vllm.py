@@ -157,6 +157,10 @@ class VLLMBackend:
         destroy_model_parallel()
         destroy_distributed_environment()
 
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prompt prefix (benchmarks start the runs they compare equally cold)."""
+        return bool(self.llm.reset_prefix_cache())
+
     def _lora_for(self, adapter: str | None):
         if self.merged is not None:
             if adapter != self.merged:
