@@ -55,8 +55,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default="smollm2-135m",
                    help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
     m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
-    m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default="llguidance",
-                   help="grammar engine for constrained decoding (default llguidance)")
+    m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default=None,
+                   help="grammar engine for constrained decoding (default: llguidance for transformers, xgrammar for "
+                   "vllm, each the faster there; an openai server uses its own)")
     m.add_argument("--batch-size", type=int, default=None,
                    help="products per batch (default: 16 for transformers, 128 for vllm and openai, which batch "
                    "or queue continuously and are faster with more in flight)")
@@ -567,10 +568,13 @@ def cmd_eval(args) -> int:
         return _eval_complete(args)
     if args.task == "rank":
         return _eval_rank(args)
+    from engine.config import default_grammar
+
     task = _task(args, _schema_from_train(args))
     backend = _backend(args)
     report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
-                                 model=args.model, adapter_path=args.adapter, grammar=args.grammar,
+                                 model=args.model, adapter_path=args.adapter,
+                                 grammar=args.grammar or default_grammar(getattr(args, "backend", "transformers")),
                                  examples=args.examples)
     out = _write_report(args.output, report, extraction_markdown)
     s = report["summary"]
@@ -693,6 +697,7 @@ def _bench_backends(args, task, products) -> int:
     import socket
     from argparse import Namespace
 
+    from engine.config import default_grammar
     from eval.bench import backend_run, backends_markdown
     from eval.report import provenance
 
@@ -719,15 +724,17 @@ def _bench_backends(args, task, products) -> int:
                 opts.base_url = url
                 backend = _backend(opts)
                 rows[name] = backend_run(backend, task, products, compare_base=not merged)
+                rows[name]["grammar"] = "xgrammar"  # the server's (facet serve's default)
         else:
             backend = _backend(opts)
             rows[name] = backend_run(backend, task, products, compare_base=not merged)
+            rows[name]["grammar"] = args.grammar or default_grammar(opts.backend)
             if hasattr(backend, "close"):  # free vLLM's engine before the next backend starts
                 backend.close()
         del backend
         gc.collect()
         print(backends_markdown(rows), file=sys.stderr)
-    report = {"backends": rows, "grammar": args.grammar, "provenance": provenance(model=args.model, adapter=args.adapter,
+    report = {"backends": rows, "provenance": provenance(model=args.model, adapter=args.adapter,
                                                           data=str(args.data), examples=args.examples)}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,9 @@ class EngineConfig(BaseModel):
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai backend: the server's /v1 URL")
     api_key: str | None = Field(default=None, description="openai backend: bearer token, if the server wants one")
     concurrency: int = Field(default=8, ge=1, le=256, description="openai backend: requests in flight")
-    grammar: Literal["llguidance", "xgrammar"] = "llguidance"
+    grammar: Literal["llguidance", "xgrammar"] | None = Field(
+        default=None, description="grammar engine; default llguidance for transformers (compiles in milliseconds), "
+        "xgrammar for vllm (faster inside vLLM, measured); an openai server uses its own")
     batch_size: int = Field(default=16, ge=1, le=512)
     dtype: Literal["float32", "bfloat16"] = "float32"
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -24,6 +26,17 @@ class EngineConfig(BaseModel):
     adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> PEFT folder")
     merge_adapter: bool = Field(default=False, description="vllm backend: serve the one adapter merged into the "
                                 "weights (much faster on the CPU build than LoRA)")
+
+    @property
+    def grammar_engine(self) -> str | None:
+        return self.grammar or default_grammar(self.backend)
+
+
+def default_grammar(backend: str) -> str | None:
+    """Measured side by side here (48 titles, vLLM merged adapter, prefix cache reset before each run): inside
+    vLLM xgrammar's constrained / free was 0.95-1.05 and llguidance's 0.87; the transformers backend builds one
+    grammar per row per batch, where llguidance's millisecond compiles win (xgrammar: 30-80 ms)."""
+    return {"transformers": "llguidance", "vllm": "xgrammar"}.get(backend)
 
 
 def load_backend(config: EngineConfig):
@@ -40,7 +53,7 @@ def load_backend(config: EngineConfig):
         return TransformersBackend(
             load_model(folder, config.dtype, config.device),
             load_tokenizer(folder),
-            grammar_engine=config.grammar,
+            grammar_engine=config.grammar_engine,
             batch_size=config.batch_size,
             adapters=config.adapters,
         )
@@ -48,7 +61,7 @@ def load_backend(config: EngineConfig):
         from engine.backends.vllm import VLLMBackend
         from engine.models import resolve_model
 
-        return VLLMBackend(resolve_model(config.model), adapters=config.adapters, grammar=config.grammar,
+        return VLLMBackend(resolve_model(config.model), adapters=config.adapters, grammar=config.grammar_engine,
                            merge=config.merge_adapter)
     if config.backend == "openai":
         from engine.backends.openai import OpenAIBackend

@@ -199,3 +199,12 @@ def test_backend_comparison_starts_constrained_and_free_runs_equally_cold(script
     assert kinds == ["constrained", "reset", "constrained", "reset", "free"]  # warm-up, then two cold runs
     assert row["prefix_cache_reset"] is True
     assert backend_run(scripted(lambda r, n: '{"Brand":"Acme"}'), Extract(), products)["prefix_cache_reset"] is None
+
+
+def test_grammar_engine_defaults_to_the_faster_one_per_backend():
+    from engine.config import EngineConfig
+
+    assert EngineConfig().grammar_engine == "llguidance"
+    assert EngineConfig(backend="vllm").grammar_engine == "xgrammar"
+    assert EngineConfig(backend="vllm", grammar="llguidance").grammar_engine == "llguidance"
+    assert EngineConfig(backend="openai").grammar_engine is None  # the server's own
