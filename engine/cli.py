@@ -70,7 +70,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="'vllm': the in-process vLLM engine (install with `make setup-vllm`); 'openai': send requests to an OpenAI-compatible server (e.g. vllm serve); --model is then "
                    "the served model name and --adapter NAME must be served as NAME (--lora-modules NAME=PATH)")
     m.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai backend: server URL")
-    m.add_argument("--concurrency", type=int, default=8, help="openai backend: requests in flight (default 8)")
+    m.add_argument("--concurrency", type=int, default=None,
+                   help="openai backend: requests in flight (default 8; `facet bench` against its own local server: "
+                   "the batch size, as the in-process engines get)")
     m.add_argument("--merge-adapter", action="store_true",
                    help="vllm backend: merge --adapter into the weights once (cached) and serve a plain model; "
                    "on the CPU build ~1.4x the products/s of LoRA (README)")
@@ -156,7 +158,7 @@ def _backend(args, task: str = "extract"):
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
         dtype=args.dtype, device=getattr(args, "device", "auto"), adapters={task: args.adapter} if args.adapter else {},
         backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
-        or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", 8),
+        or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", None) or 8,
         api_key=os.environ.get("FACET_API_KEY"), merge_adapter=getattr(args, "merge_adapter", False),
     ))
 
@@ -718,13 +720,17 @@ def _bench_backends(args, task, products) -> int:
                 port = sock.getsockname()[1]
             adapters = {"extract": args.adapter} if args.adapter else {}
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            grammar = args.grammar or default_grammar("vllm")
             # dev mode: the bench resets the server's prefix cache between the runs it compares
-            with running_server(args.model, adapters, port=port, merge=merged, env={"VLLM_SERVER_DEV_MODE": "1"},
+            with running_server(args.model, adapters, port=port, merge=merged, grammar=grammar,
+                                env={"VLLM_SERVER_DEV_MODE": "1"},
                                 log_file=Path(args.output).with_suffix(f".{name}.log")) as url:
                 opts.base_url = url
+                # a dedicated local server: as many requests in flight as the in-process engine gets in one batch
+                opts.concurrency = args.concurrency or min(256, len(products))
                 backend = _backend(opts)
                 rows[name] = backend_run(backend, task, products, compare_base=not merged)
-                rows[name]["grammar"] = "xgrammar"  # the server's (facet serve's default)
+                rows[name].update(grammar=grammar, concurrency=opts.concurrency)
         else:
             backend = _backend(opts)
             rows[name] = backend_run(backend, task, products, compare_base=not merged)

@@ -126,12 +126,13 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
 
 def backends_markdown(rows: dict[str, dict]) -> str:
     first = next(iter(rows.values()))
-    lines = [f"| backend | products/s | s/product | tokens/s | constrained / free | adapter / none | "
-             f"vs {next(iter(rows))} |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| backend | grammar | products/s | s/product | tokens/s | constrained / free | adapter / none | "
+             f"vs {next(iter(rows))} |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         ratio = r.get("adapter_vs_no_adapter")
         warm = " (free run's prompts cached)" if r.get("prefix_cache_reset") is False else ""
-        lines.append(f"| {name} | {r['products_per_s']:.2f} | {1 / r['products_per_s']:.2f} | {r['tokens_per_s']:.0f} "
+        label = name + (f" ({r['concurrency']} in flight)" if r.get("concurrency") else "")
+        lines.append(f"| {label} | {r.get('grammar') or '?'} | {r['products_per_s']:.2f} | {1 / r['products_per_s']:.2f} | {r['tokens_per_s']:.0f} "
                      f"| {r['constrained_vs_unconstrained']:.2f}{warm} | {f'{ratio:.2f}' if ratio else 'n/a'} "
                      f"| {r['products_per_s'] / first['products_per_s']:.1f}x |")
     return "\n".join(lines) + "\n"
