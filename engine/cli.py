@@ -726,8 +726,9 @@ def _bench_backends(args, task, products) -> int:
                                 env={"VLLM_SERVER_DEV_MODE": "1"},
                                 log_file=Path(args.output).with_suffix(f".{name}.log")) as url:
                 opts.base_url = url
-                # a dedicated local server: as many requests in flight as the in-process engine gets in one batch
-                opts.concurrency = args.concurrency or min(256, len(products))
+                # a dedicated local server: many requests in flight, as the in-process engine gets them in one batch
+                # (64: more queue past the client's 120 s timeout on this CPU, and timed-out requests are retried)
+                opts.concurrency = args.concurrency or min(64, len(products))
                 backend = _backend(opts)
                 rows[name] = backend_run(backend, task, products, compare_base=not merged)
                 rows[name].update(grammar=grammar, concurrency=opts.concurrency)
@@ -740,11 +741,12 @@ def _bench_backends(args, task, products) -> int:
         del backend
         gc.collect()
         print(backends_markdown(rows), file=sys.stderr)
-    report = {"backends": rows, "provenance": provenance(model=args.model, adapter=args.adapter,
-                                                          data=str(args.data), examples=args.examples)}
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+        # written after every backend: an interrupted comparison keeps the rows it finished
+        report = {"backends": rows, "provenance": provenance(model=args.model, adapter=args.adapter,
+                                                              data=str(args.data), examples=args.examples)}
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
     print(backends_markdown(rows) + f"-> {out}")
     return 0
 
