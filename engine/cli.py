@@ -72,10 +72,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai backend: server URL")
     m.add_argument("--concurrency", type=int, default=None,
                    help="openai backend: requests in flight (default 8; `facet bench` against its own local server: "
-                   "the batch size, as the in-process engines get)")
+                   "64, where more queued past the client's 120 s timeout on this CPU)")
     m.add_argument("--merge-adapter", action="store_true",
                    help="vllm backend: merge --adapter into the weights once (cached) and serve a plain model; "
-                   "on the CPU build ~1.4x the products/s of LoRA (README)")
+                   "on the CPU build ~1.3x the products/s of LoRA (README)")
 
 
 def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = True) -> None:
@@ -570,13 +570,13 @@ def cmd_eval(args) -> int:
         return _eval_complete(args)
     if args.task == "rank":
         return _eval_rank(args)
-    from engine.config import default_grammar
+    from engine.config import grammar_engine
 
     task = _task(args, _schema_from_train(args))
     backend = _backend(args)
     report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
                                  model=args.model, adapter_path=args.adapter,
-                                 grammar=args.grammar or default_grammar(getattr(args, "backend", "transformers")),
+                                 grammar=grammar_engine(args.grammar, getattr(args, "backend", "transformers")),
                                  examples=args.examples)
     out = _write_report(args.output, report, extraction_markdown)
     s = report["summary"]
@@ -699,7 +699,7 @@ def _bench_backends(args, task, products) -> int:
     import socket
     from argparse import Namespace
 
-    from engine.config import default_grammar
+    from engine.config import grammar_engine
     from eval.bench import backend_run, backends_markdown
     from eval.report import provenance
 
@@ -720,7 +720,7 @@ def _bench_backends(args, task, products) -> int:
                 port = sock.getsockname()[1]
             adapters = {"extract": args.adapter} if args.adapter else {}
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            grammar = args.grammar or default_grammar("vllm")
+            grammar = grammar_engine(args.grammar, "vllm")  # the server is vLLM
             # dev mode: the bench resets the server's prefix cache between the runs it compares
             with running_server(args.model, adapters, port=port, merge=merged, grammar=grammar,
                                 env={"VLLM_SERVER_DEV_MODE": "1"},
@@ -735,7 +735,7 @@ def _bench_backends(args, task, products) -> int:
         else:
             backend = _backend(opts)
             rows[name] = backend_run(backend, task, products, compare_base=not merged)
-            rows[name]["grammar"] = args.grammar or default_grammar(opts.backend)
+            rows[name]["grammar"] = grammar_engine(args.grammar, opts.backend)
             if hasattr(backend, "close"):  # free vLLM's engine before the next backend starts
                 backend.close()
         del backend
@@ -913,8 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structured-output engine (default xgrammar)")
     p.add_argument("--max-model-len", type=int, default=4096, help="longest prompt + answer in tokens")
     p.add_argument("--merge-adapter", action="store_true",
-                   help="serve the one --adapter merged into the weights, under its name only (much faster than "
-                   "LoRA on the CPU build; the base model is then not served)")
+                   help="serve the one --adapter merged into the weights, under its name only (~1.3x the "
+                   "products/s of LoRA on the CPU build; the base model is then not served)")
     p.add_argument("--dry-run", action="store_true", help="print the server command and exit")
     p.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS", help="extra arguments for vLLM, after --")
     p.set_defaults(func=cmd_serve)

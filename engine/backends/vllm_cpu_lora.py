@@ -14,9 +14,9 @@ with index -1 get no LoRA contribution, as vLLM's GPU kernels do.
 
 Only the arithmetic changes: the six ops keep vLLM's signatures and bookkeeping (slices, padding,
 ``add_inputs``), and the wrapper's ``add_lora_linear``/``add_lora_logits`` take a two-matmul path when a step
-uses one adapter (or none), handing anything else to vLLM's own methods. ``register`` is the ``vllm.general_plugins`` entry point, so the ops are
-replaced in every vLLM process (engine core and workers included), and only on the CPU build; set
-``FACET_VLLM_CPU_LORA=0`` to keep vLLM's own ops.
+uses one adapter (or none), handing anything else to vLLM's own methods. ``register`` is the
+``vllm.general_plugins`` entry point, so the ops are replaced in every vLLM process (engine core and workers
+included), and only on the CPU build; set ``FACET_VLLM_CPU_LORA=0`` to keep vLLM's own ops.
 """
 
 from __future__ import annotations
@@ -128,14 +128,14 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
     """``PunicaWrapperCPU.add_lora_linear`` when the whole batch uses one adapter (or none): per output slice
     ``y[:, slice] += (x @ A.T * scale) @ B.T``, two matrix multiplies instead of vLLM's per-slice op chain."""
     indices = self.token_lora_indices
-    x2 = x.view(-1, x.shape[-1]).to(torch.float32)  # once for all slices (no copy for fp32 models)
+    x2 = x.view(-1, x.shape[-1])
     u = single_adapter(indices) if indices.numel() == x2.shape[0] else None
     if u is None:
         return _ORIGINAL["add_lora_linear"](self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices,
                                             buffer=buffer, **kwargs)
     if u < 0:
         return None
-    y2 = y.view(-1, y.shape[-1])
+    y2, x2 = y.view(-1, y.shape[-1]), x2.to(torch.float32)  # once for all slices (no copy for fp32 models)
     offset = 0
     for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices):
         y2[:, offset: offset + size] += _delta(x2, a[u], b[u], scale).to(y2.dtype)
