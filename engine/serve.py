@@ -2,7 +2,8 @@
 
 The server gets the settings facet's clients rely on: xgrammar structured outputs with compact JSON
 (``disable_any_whitespace``), LoRA adapters served under their task names (a client picks one with
-``model="extract"``), prefix caching, and on CPU the settings measured fastest here (fp32, all cores to
+``model="extract"``), prefix caching (usage reports the cached prompt tokens), and on CPU the settings
+measured fastest here (fp32, 32-token KV blocks so that short prompts share their prefixes, all cores to
 the model). The served base model is named like facet's ``--model`` (``smollm2-135m`` by default),
 so ``facet ... --backend openai`` needs no extra flags.
 
@@ -33,7 +34,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
     ``merge``: serve the one adapter merged into the weights, under the adapter's name only (on vLLM's CPU
     build ~1.3x the products/s of LoRA). ``env``: extra environment for the server."""
     from engine.adapters import check_adapter
-    from engine.backends.vllm import GRAMMAR_BACKENDS, cpu_env, lora_rank, on_cpu
+    from engine.backends.vllm import CPU_BLOCK_SIZE, GRAMMAR_BACKENDS, cpu_env, lora_rank, on_cpu
     from engine.models import resolve_model
 
     folder = resolve_model(model)
@@ -49,7 +50,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
         cpu = on_cpu()
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
             "--served-model-name", served, "--host", host, "--port", str(port),
-            "--max-model-len", str(max_model_len), "--enable-prefix-caching",
+            "--max-model-len", str(max_model_len), "--enable-prefix-caching", "--enable-prompt-tokens-details",
             "--structured-outputs-config",
             json.dumps({"backend": GRAMMAR_BACKENDS[grammar], "disable_any_whitespace": True})]
     if adapters:
@@ -59,7 +60,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
                  "--lora-modules", *[f"{name}={Path(path).resolve()}" for name, path in sorted(adapters.items())]]
     env = {**os.environ, **(env or {})}
     if cpu:
-        argv += ["--dtype", "float32"]
+        argv += ["--dtype", "float32", "--block-size", str(CPU_BLOCK_SIZE)]
         env = {**cpu_env(), **env}  # anything already set in the environment wins
     return argv + list(extra or []), env
 

@@ -52,6 +52,8 @@ class Completion:
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # of the prompt tokens, how many a prefix cache served (backends that report it: vLLM)
+    cached_prompt_tokens: int = field(default=0, compare=False)
     # per generated token: (token text, chosen log-probability), when asked for
     logprobs: tuple[tuple[str, float], ...] | None = field(default=None, compare=False)
 

@@ -104,6 +104,8 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
            "tokens_per_s": tokens / s, "unconstrained_tokens_per_s": free_tokens / free_s,
            "constrained_vs_unconstrained": (tokens / s) / max(1e-9, free_tokens / free_s),
            "completion_tokens_per_product": tokens / len(products),
+           # share of the constrained run's prompt tokens served from the prefix cache (0 where not reported)
+           "prompt_cached": sum(c.cached_prompt_tokens for c in comps) / max(1, sum(c.prompt_tokens for c in comps)),
            # None: no cache kept across calls; False: a cache the backend could not reset (ratio flatters free)
            "prefix_cache_reset": all(resets) if reset is not None else None}
     if task.adapter is not None and compare_base:
@@ -126,14 +128,14 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
 
 def backends_markdown(rows: dict[str, dict]) -> str:
     first = next(iter(rows.values()))
-    lines = [f"| backend | grammar | products/s | s/product | tokens/s | constrained / free | adapter / none | "
-             f"vs {next(iter(rows))} |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| backend | grammar | products/s | s/product | tokens/s | prompt cached | constrained / free | "
+             f"adapter / none | vs {next(iter(rows))} |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         ratio = r.get("adapter_vs_no_adapter")
         warm = " (free run's prompts cached)" if r.get("prefix_cache_reset") is False else ""
         label = name + (f" ({r['concurrency']} in flight)" if r.get("concurrency") else "")
         lines.append(f"| {label} | {r.get('grammar') or '?'} | {r['products_per_s']:.2f} | {1 / r['products_per_s']:.2f} | {r['tokens_per_s']:.0f} "
-                     f"| {r['constrained_vs_unconstrained']:.2f}{warm} | {f'{ratio:.2f}' if ratio else 'n/a'} "
+                     f"| {r.get('prompt_cached', 0):.0%} | {r['constrained_vs_unconstrained']:.2f}{warm} | {f'{ratio:.2f}' if ratio else 'n/a'} "
                      f"| {r['products_per_s'] / first['products_per_s']:.1f}x |")
     return "\n".join(lines) + "\n"
 

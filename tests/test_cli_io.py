@@ -169,10 +169,11 @@ def test_backend_comparison_prices_the_adapter_on_the_same_answers(scripted):
 
     answer = '{"Brand":"Acme"}'
     backend = scripted(lambda r, n: Completion(text=answer if r.adapter else '{"Brand":"Acme mug red"}',
-                                               finish_reason="stop", completion_tokens=5 if r.adapter else 9))
+                                               finish_reason="stop", completion_tokens=5 if r.adapter else 9,
+                                               prompt_tokens=40, cached_prompt_tokens=10))
     products = [Product(id=str(i), title=f"Acme mug {c}") for i, c in enumerate(("red", "blue"))]
     row = backend_run(backend, Extract(adapter="extract"), products)
-    assert row["ok"] == 2 and row["adapter_vs_no_adapter"] > 0
+    assert row["ok"] == 2 and row["adapter_vs_no_adapter"] > 0 and row["prompt_cached"] == 0.25
     free, warm, base, forced = backend.calls[2:6]
     assert all(r.adapter is None and r.max_new_tokens == 1 for r in warm)  # base prompts cached like the adapter's
     assert all(r.constraint is None and r.max_new_tokens == 5 for r in free)

@@ -97,9 +97,17 @@ def test_requests_carry_the_schema_as_response_format_and_pick_the_adapter_by_na
 def test_choice_and_regex_go_as_structured_outputs(server):
     srv = server(lambda body, n: (200, chat("b")))
     backend = OpenAIBackend(srv.url, "m")
-    backend.generate([Request("q", Choice(("a", "b"))), Request("q", Regex("[ab]"))])
+    comps = backend.generate([Request("q", Choice(("a", "b"))), Request("q", Regex("[ab]"))])
+    assert [(c.prompt_tokens, c.cached_prompt_tokens) for c in comps] == [(10, 0)] * 2  # usage without details
     sent = sorted((b["structured_outputs"] for b in srv.bodies), key=json.dumps)  # sent concurrently
     assert sent == [{"choice": ["a", "b"]}, {"regex": "[ab]"}]
+
+
+def test_usage_reports_prompt_tokens_served_from_the_servers_prefix_cache(server):
+    usage = {"prompt_tokens": 40, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 32}}
+    srv = server(lambda body, n: (200, {**chat("a"), "usage": usage}))
+    c, = OpenAIBackend(srv.url, "m").generate([Request("q", Choice(("a",)))])
+    assert (c.prompt_tokens, c.cached_prompt_tokens, c.completion_tokens) == (40, 32, 5)
 
 
 def test_429_and_5xx_are_retried_with_backoff(server):

@@ -39,9 +39,10 @@ def test_serve_command_has_the_settings_clients_rely_on(tiny_model_dir, tiny_ada
     assert argv[argv.index("--served-model-name") + 1] == str(tiny_model_dir)
     assert argv[argv.index("--port") + 1] == "8123" and "--enable-prefix-caching" in argv
     assert argv[argv.index("--dtype") + 1] == "float32" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert argv[argv.index("--block-size") + 1] == "32" and "--enable-prompt-tokens-details" in argv
     assert argv[-2:] == ["--tensor-parallel-size", "2"]
     gpu_argv, _ = serve_command(str(tiny_model_dir), {}, cpu=False)
-    assert "--dtype" not in gpu_argv and "--enable-lora" not in gpu_argv
+    assert "--dtype" not in gpu_argv and "--block-size" not in gpu_argv and "--enable-lora" not in gpu_argv
 
 
 def test_serve_refuses_an_adapter_vllm_cannot_load(tiny_model_dir, tiny_adapter):

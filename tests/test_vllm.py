@@ -139,6 +139,20 @@ def test_prefix_cache_resets(engine):
     assert engine.reset_prefix_cache()
 
 
+def test_short_prompts_share_their_prefix(engine):
+    """Prompts under 128 tokens (vLLM's default KV block on CPU, reused only whole) still share a system prompt."""
+    from engine.types import Request
+
+    system = {"role": "system", "content": "You extract product attributes from titles as compact JSON. " * 5}
+    reqs = [Request([system, {"role": "user", "content": f"Title: {t}"}], None, max_new_tokens=2)
+            for t in ("Acme red mug", "Bolt blue pen")]
+    engine.reset_prefix_cache()
+    first, = engine.generate(reqs[:1])
+    second, = engine.generate(reqs[1:])
+    assert first.prompt_tokens < 128 and first.cached_prompt_tokens == 0
+    assert second.cached_prompt_tokens >= 32
+
+
 def test_unknown_adapter_is_a_clear_error(engine):
     from engine.errors import EngineError
     from engine.types import Request

@@ -120,8 +120,10 @@ class OpenAIBackend:
                 self.invalid += 1
             log.warning("the server's answer does not satisfy the constraint: %r", text[:120])
         usage = data.get("usage") or {}
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0  # vLLM: with the flag on
         return Completion(text=text, finish_reason=finish, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                          completion_tokens=int(usage.get("completion_tokens", 0)), logprobs=logprobs)
+                          completion_tokens=int(usage.get("completion_tokens", 0)), logprobs=logprobs,
+                          cached_prompt_tokens=int(cached))
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         from engine.adapters import check_known

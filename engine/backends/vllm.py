@@ -86,6 +86,13 @@ def default_kv_cache_gib() -> int:
     return max(1, min(6, round(ram_gib / 4)))
 
 
+# vLLM's CPU build pages its KV cache in 128-token blocks by default, and a prefix is reused only in whole
+# blocks: prompts of ~126 tokens (a zero-shot extraction) then never hit the cache. 32 is the smallest block
+# its CPU attention takes; on the 245 validation titles it reuses 29% of prompt tokens (0% at 128, 8% at 64)
+# and took the merged adapter from 1.70 to 1.93 products/s here (64: 1.70).
+CPU_BLOCK_SIZE = 32
+
+
 def cpu_env(kv_cache_gib: int | None = None) -> dict[str, str]:
     """Environment for vLLM's CPU build on a small machine (measured here on 2 cores, 16 titles): every
     core for the model (none reserved for the scheduler) and all threads to torch; with fp32 weights and,
@@ -133,6 +140,7 @@ class VLLMBackend:
         self.score_mixes = not cpu  # facet's ops score one adapter (or none) per call
         if cpu:
             engine_args.setdefault("dtype", "float32")  # bf16 runs ~4x slower on these CPUs (measured)
+            engine_args.setdefault("block_size", CPU_BLOCK_SIZE)
         engine_args.setdefault("enable_prefix_caching", True)
         self.llm = LLM(
             model=str(folder), seed=seed, max_model_len=max_model_len,
@@ -232,7 +240,8 @@ class VLLMBackend:
                                  for t, step in zip(g.token_ids, g.logprobs))
             results.append(Completion(
                 text=g.text, finish_reason="length" if g.finish_reason == "length" else "stop",
-                prompt_tokens=len(o.prompt_token_ids or ()), completion_tokens=len(g.token_ids), logprobs=logprobs))
+                prompt_tokens=len(o.prompt_token_ids or ()), completion_tokens=len(g.token_ids), logprobs=logprobs,
+                cached_prompt_tokens=o.num_cached_tokens or 0))
         return results
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
