@@ -152,3 +152,56 @@ def test_a_vocabulary_llguidance_misreads_is_refused(tiny_tokenizer):
 
     with pytest.raises(EngineError, match="xgrammar"):
         check_llg_vocabulary(tiny_tokenizer, ReadsByteLevelAsText())
+
+
+SPAN_SCHEMA = {  # the shape of a span schema, with the awkward characters product text can hold
+    "type": "object",
+    "properties": {
+        "Brand": {"enum": [None, "Café", 'Say "hi"', "back\\slash", "tab\there", "😀", ""]},
+        'Size "US"': {"enum": [None, "Café", 'Say "hi"', "back\\slash", "tab\there", "😀", ""]},
+        "Colour": {"enum": [None, "Red", "Blue"]},  # an attribute with allowed values: its own rule
+    },
+    "required": ["Brand", 'Size "US"', "Colour"],
+    "additionalProperties": False,
+}
+
+
+def test_span_schema_grammar_accepts_exactly_what_the_json_schema_does():
+    """The EBNF written for xgrammar (each enum once) is the JSON schema's own compact language."""
+    import itertools
+
+    import xgrammar as xgr
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    from engine.backends.grammar import shared_enum_ebnf
+
+    ebnf = shared_enum_ebnf(SPAN_SCHEMA)
+    assert ebnf.count("::=") == 3  # root, the spans once, the colours
+    ours = xgr.Grammar.from_ebnf(ebnf)
+    theirs = xgr.Grammar.from_json_schema(json.dumps(SPAN_SCHEMA), any_whitespace=False, separators=(",", ":"))
+    spans, colours = SPAN_SCHEMA["properties"]["Brand"]["enum"], SPAN_SCHEMA["properties"]["Colour"]["enum"]
+    texts, canonical = [], set()
+    for a, b, c in itertools.product(spans, spans[:3], colours):
+        doc = {"Brand": a, 'Size "US"': b, "Colour": c}
+        canonical.add(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+        texts += [json.dumps(doc, ensure_ascii=False, separators=(",", ":")),
+                  json.dumps(doc, separators=(",", ":")),  # non-ASCII escaped
+                  json.dumps(doc, ensure_ascii=False),  # spaces
+                  json.dumps(dict(reversed(doc.items())), ensure_ascii=False, separators=(",", ":"))]
+    texts += ['{"Brand":null,"Size \\"US\\"":null}', '{"Brand":"Green","Size \\"US\\"":null,"Colour":null}']
+    verdicts = [(accepts(ours, t), accepts(theirs, t)) for t in texts]
+    assert all(a == b for a, b in verdicts), [t for t, (a, b) in zip(texts, verdicts) if a != b]
+    assert {t for t, (a, _) in zip(texts, verdicts) if a} == canonical
+
+
+@pytest.mark.parametrize("schema", [
+    {**SPAN_SCHEMA, "required": ["Brand"]},  # optional properties
+    {**SPAN_SCHEMA, "properties": {"Brand": {"enum": [None, 1]}}, "required": ["Brand"]},  # not strings
+    {**SPAN_SCHEMA, "properties": {"Brand": {"anyOf": [{"type": "null"}, {"type": "string"}]}}, "required": ["Brand"]},
+    {"type": "object", "patternProperties": {".*": {"enum": [None, "a"]}}, "additionalProperties": False},
+    {**SPAN_SCHEMA, "maxProperties": 2},
+])
+def test_other_schema_shapes_stay_json_schemas(schema):
+    from engine.backends.grammar import shared_enum_ebnf
+
+    assert shared_enum_ebnf(schema) is None

@@ -153,6 +153,23 @@ def test_short_prompts_share_their_prefix(engine):
     assert second.cached_prompt_tokens >= 32
 
 
+def test_span_schemas_decode_through_their_compact_grammar(engine):
+    """A span schema reaches xgrammar as the grammar that writes its enum once; answers still fit the schema."""
+    import jsonschema
+
+    from prompts.tasks.extract import Extract
+    from schemas.attributes import load_attribute_schema
+    from schemas.product import Product
+
+    task = Extract(attribute_schema=load_attribute_schema("examples/attributes.json"))
+    product = Product(id="1", title="Nike Dri-FIT running tee, men's size M, black", category="Apparel")
+    req = task.build(product)
+    assert engine._params(req).structured_outputs.grammar is not None
+    out, = engine.generate([req])
+    assert out.finish_reason == "stop"
+    jsonschema.validate(json.loads(out.text), req.constraint.schema)
+
+
 def test_unknown_adapter_is_a_clear_error(engine):
     from engine.errors import EngineError
     from engine.types import Request

@@ -51,6 +51,44 @@ def _llg_spec(key: tuple[str, str]) -> str:
     return llguidance.grammar_from("regex", body)
 
 
+def shared_enum_ebnf(schema: dict) -> str | None:
+    """The grammar of ``schema``'s compact JSON, with each distinct enum written once, for schemas shaped like
+    facet's span schemas (an object whose properties are all required enums of strings or null); None for any
+    other shape, which is then compiled as a JSON schema.
+
+    xgrammar writes an enum out again at every property that uses it, and a span schema gives every attribute
+    the same spans of the product text: on the OA-Mine validation titles (~12 attributes x ~65 spans) compiling
+    the JSON schema took ~37 ms and this grammar ~5 ms. It accepts the same strings xgrammar's JSON schema
+    grammar does with compact separators: properties in schema order, values as ``json.dumps`` writes them
+    with non-ASCII kept as is."""
+    props = schema.get("properties")
+    if (set(schema) - {"type", "properties", "required", "additionalProperties"} or schema.get("type") != "object"
+            or schema.get("additionalProperties") is not False or not isinstance(props, dict) or not props
+            or sorted(schema.get("required") or []) != sorted(props)):
+        return None
+    rules: dict[str, str] = {}  # enum (as JSON) -> rule name
+    body = []
+    for i, (name, sub) in enumerate(props.items()):
+        values = sub.get("enum") if isinstance(sub, dict) and set(sub) == {"enum"} else None
+        if not values or not all(v is None or isinstance(v, str) for v in values):
+            return None
+        rule = rules.setdefault(json.dumps(values), f"value{len(rules)}")
+        body.append(f"{_ebnf_literal((',' if i else '') + _json(name) + ':')} {rule}")
+    lines = [f'root ::= "{{" {" ".join(body)} "}}"']
+    for values_json, rule in rules.items():
+        lines.append(f"{rule} ::= " + " | ".join(_ebnf_literal(_json(v)) for v in json.loads(values_json)))
+    return "\n".join(lines)
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _ebnf_literal(text: str) -> str:
+    """An EBNF string literal matching ``text`` (JSON text: control characters are already escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 PROBE = ' Brand: "Café Noir", 12 oz'
 
 
@@ -120,7 +158,10 @@ class GrammarFactory:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=len(self.tokenizer))
                 self._xgr_compiler = xgr.GrammarCompiler(info)
             kind, body = key
-            if kind == "json":
+            ebnf = shared_enum_ebnf(constraint.schema) if kind == "json" else None
+            if ebnf is not None:
+                compiled = self._xgr_compiler.compile_grammar(ebnf)
+            elif kind == "json":
                 compiled = self._xgr_compiler.compile_json_schema(
                     body, any_whitespace=False, separators=(",", ":")
                 )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine.adapters import VLLM_RANKS, check_adapter, check_known
 from engine.backends import vllm_cpu_lora
+from engine.backends.grammar import shared_enum_ebnf
 from engine.chat import request_text
 from engine.errors import EngineError
 from engine.types import Choice, Completion, JsonSchema, Regex, Request, ScoreRequest
@@ -119,6 +120,7 @@ class VLLMBackend:
             raise EngineError(f"{INSTALL_HINT} ({exc})") from None
         if grammar not in GRAMMAR_BACKENDS:
             raise EngineError(f"grammar must be one of {sorted(GRAMMAR_BACKENDS)}, not {grammar!r}")
+        self.grammar = grammar
         self.adapters = dict(adapters or {})
         for path in self.adapters.values():
             check_adapter(path)
@@ -199,7 +201,10 @@ class VLLMBackend:
         c = r.constraint
         so = None
         if isinstance(c, JsonSchema):
-            so = StructuredOutputsParams(json=c.schema, disable_any_whitespace=True)
+            # xgrammar: span schemas as a grammar that writes their shared enum once (compiles ~7x faster)
+            ebnf = shared_enum_ebnf(c.schema) if self.grammar == "xgrammar" else None
+            so = StructuredOutputsParams(grammar=ebnf) if ebnf else StructuredOutputsParams(
+                json=c.schema, disable_any_whitespace=True)
         elif isinstance(c, Choice):
             so = StructuredOutputsParams(choice=list(c.options))
         elif isinstance(c, Regex):
