@@ -75,7 +75,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "64, where more queued past the client's 120 s timeout on this CPU)")
     m.add_argument("--merge-adapter", action="store_true",
                    help="vllm backend: merge --adapter into the weights once (cached) and serve a plain model; "
-                   "on the CPU build ~1.3x the products/s of LoRA (README)")
+                   "on the CPU build ~1.2-1.3x the products/s of LoRA (README)")
 
 
 def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = True) -> None:
@@ -913,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structured-output engine (default xgrammar)")
     p.add_argument("--max-model-len", type=int, default=4096, help="longest prompt + answer in tokens")
     p.add_argument("--merge-adapter", action="store_true",
-                   help="serve the one --adapter merged into the weights, under its name only (~1.3x the "
+                   help="serve the one --adapter merged into the weights, under its name only (~1.2-1.3x the "
                    "products/s of LoRA on the CPU build; the base model is then not served)")
     p.add_argument("--dry-run", action="store_true", help="print the server command and exit")
     p.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS", help="extra arguments for vLLM, after --")

@@ -25,7 +25,7 @@ class EngineConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores)")
     adapters: dict[str, str] = Field(default_factory=dict, description="adapter name -> PEFT folder")
     merge_adapter: bool = Field(default=False, description="vllm backend: serve the one adapter merged into the "
-                                "weights (~1.3x the products/s of LoRA on the CPU build)")
+                                "weights (~1.2-1.3x the products/s of LoRA on the CPU build)")
 
     @property
     def grammar_engine(self) -> str | None:

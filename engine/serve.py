@@ -32,7 +32,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
     """The server's argv and environment (pure apart from resolving the model folder).
 
     ``merge``: serve the one adapter merged into the weights, under the adapter's name only (on vLLM's CPU
-    build ~1.3x the products/s of LoRA). ``env``: extra environment for the server."""
+    build ~1.2-1.3x the products/s of LoRA). ``env``: extra environment for the server."""
     from engine.adapters import check_adapter
     from engine.backends.vllm import CPU_BLOCK_SIZE, GRAMMAR_BACKENDS, cpu_env, lora_rank, on_cpu
     from engine.models import resolve_model

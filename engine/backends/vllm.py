@@ -7,7 +7,7 @@ batch can mix tasks and adapters; vLLM schedules them with continuous batching a
 truncated answer is retried by the runner, never "repaired".
 
 ``merge``: when a job uses one adapter, a plain model runs faster on vLLM's CPU build than base + LoRA
-(~1.3x the products/s on 245 titles, which also run without ``torch.compile`` with LoRA on). With ``merge=True`` the (single) adapter is merged into a copy of the base weights once
+(~1.2-1.3x the products/s on 245 titles, which also run without ``torch.compile`` with LoRA on). With ``merge=True`` the (single) adapter is merged into a copy of the base weights once
 (cached by content hash) and served as a plain model; requests naming the adapter run on the merged
 model and requests without an adapter are refused (they would silently get the adapter).
 """
