@@ -67,17 +67,17 @@ def shared_enum_ebnf(schema: dict) -> str | None:
             or sorted(schema.get("required") or []) != sorted(props)):
         return None
     rules: dict[str, str] = {}  # enum (as JSON) -> rule name
-    body = []
+    body, rule_lines = [], []
     for i, (name, sub) in enumerate(props.items()):
         values = sub.get("enum") if isinstance(sub, dict) and set(sub) == {"enum"} else None
         if not values or not all(v is None or isinstance(v, str) for v in values):
             return None
-        rule = rules.setdefault(json.dumps(values), f"value{len(rules)}")
-        body.append(f"{_ebnf_literal((',' if i else '') + _json(name) + ':')} {rule}")
-    lines = [f'root ::= "{{" {" ".join(body)} "}}"']
-    for values_json, rule in rules.items():
-        lines.append(f"{rule} ::= " + " | ".join(_ebnf_literal(_json(v)) for v in json.loads(values_json)))
-    return "\n".join(lines)
+        key = json.dumps(values)
+        if key not in rules:
+            rules[key] = f"value{len(rules)}"
+            rule_lines.append(f"{rules[key]} ::= " + " | ".join(_ebnf_literal(_json(v)) for v in values))
+        body.append(f"{_ebnf_literal((',' if i else '') + _json(name) + ':')} {rules[key]}")
+    return "\n".join([f'root ::= "{{" {" ".join(body)} "}}"', *rule_lines])
 
 
 def _json(value) -> str:
