@@ -944,6 +944,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (use on GPUs / AMX CPUs; measured >5x slower than fp32 on this 2-core CPU)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when visible), cpu, or cuda")
+    p.add_argument("--batching", choices=("length", "random", "pack"), default="length",
+                   help="how records form a step: 'length' (default) groups records of similar length (least "
+                   "padding), 'random' plain shuffled steps, 'pack' packs each step's records into shared rows "
+                   "with a block-diagonal mask; see README for the measured speeds")
     p.add_argument("--augment", type=int, default=0, metavar="N",
                    help="extract: add up to N changed copies of each training record: comma-separated parts "
                    "reordered, one value deleted from the title (answer null), lower case; complete: hide N more "

@@ -14,6 +14,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +46,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = 20  # steps between checkpoints (resume loses at most this many)
     bf16: bool = False  # bf16 autocast: measured >5x SLOWER than fp32 on this 2-core CPU (see README); use on GPUs
     device: str = "auto"  # 'auto': a CUDA GPU when visible, else the CPU
+    batching: Literal["length", "random", "pack"] = "length"  # how records form a step (epoch_plan)
 
     def lora_alpha(self) -> int:
         return self.alpha or 2 * self.rank
@@ -59,24 +61,69 @@ def lora_config(cfg: TrainConfig):
                       target_modules=list(TARGET_MODULES), bias="none", task_type="CAUSAL_LM")
 
 
-def _batches(data: list[dict], size: int, pad_id: int, rng: random.Random | None, device="cpu"):
-    import torch
-
-    order = list(range(len(data)))
+def epoch_plan(lengths: list[int], size: int, rng: random.Random | None, batching: str = "length") -> list[list[int]]:
+    """The records of one epoch as index lists, one per optimizer step. ``random``: shuffled, cut in steps;
+    ``length`` (default): shuffled, then sorted by length within windows of 50 steps and the steps shuffled
+    (little padding, the same records per epoch); ``pack``: the random steps, each step's records packed
+    into rows (see ``_collate``). The random generator is drawn from the same way on every call, so a
+    resumed run replays past epochs' plans and continues the same order."""
+    order = list(range(len(lengths)))
     if rng is not None:
         rng.shuffle(order)
-    for s in range(0, len(order), size):
-        chunk = [data[i] for i in order[s : s + size]]
-        n = max(len(d["input_ids"]) for d in chunk)
-        ids = torch.full((len(chunk), n), pad_id, dtype=torch.long)
-        labels = torch.full((len(chunk), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(chunk), n), dtype=torch.long)
-        for r, d in enumerate(chunk):
-            k = len(d["input_ids"])
-            ids[r, :k] = torch.tensor(d["input_ids"])
-            labels[r, :k] = torch.tensor(d["labels"])
-            mask[r, :k] = 1
-        yield {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    if batching == "length":
+        window = size * 50
+        order = [i for s in range(0, len(order), window)
+                 for i in sorted(order[s : s + window], key=lambda i: lengths[i])]
+    steps = [order[s : s + size] for s in range(0, len(order), size)]
+    if batching == "length" and rng is not None:
+        rng.shuffle(steps)
+    return steps
+
+
+def _rows(chunk: list[dict], pack: bool, pack_len: int = 512) -> list[list[dict]]:
+    """The records of a step as rows: one each, or packed first-fit (longest first) into rows no longer
+    than the step's longest record or ``pack_len`` tokens, whichever is more."""
+    if not pack:
+        return [[d] for d in chunk]
+    cap = max(pack_len, max(len(d["input_ids"]) for d in chunk))
+    rows: list[list[dict]] = []
+    for d in sorted(chunk, key=lambda d: -len(d["input_ids"])):
+        fit = next((r for r in rows if sum(len(x["input_ids"]) for x in r) + len(d["input_ids"]) <= cap), None)
+        if fit is None:
+            rows.append([d])
+        else:
+            fit.append(d)
+    return rows
+
+
+def _collate(chunk: list[dict], pad_id: int, device="cpu", pack: bool = False, pack_len: int = 512) -> dict:
+    """One step's tensors, padded on the right. Packed rows carry position ids that restart at every record
+    and no attention mask, from which transformers builds a block-diagonal causal mask (records never see
+    each other; ``use_cache=False`` is needed for that, a cache turns the detection off)."""
+    import torch
+
+    rows = _rows(chunk, pack, pack_len)
+    n = max(sum(len(d["input_ids"]) for d in r) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    pos = torch.arange(n).repeat(len(rows), 1)
+    for r, row in enumerate(rows):
+        k = 0
+        for d in row:
+            m = len(d["input_ids"])
+            ids[r, k : k + m] = torch.tensor(d["input_ids"])
+            labels[r, k : k + m] = torch.tensor(d["labels"])
+            mask[r, k : k + m] = 1
+            pos[r, k : k + m] = torch.arange(m)
+            k += m
+        pos[r, k:] = torch.arange(n - k) + (pos[r, k - 1] + 1)  # padding continues the last record
+    batch = {"input_ids": ids, "labels": labels, "use_cache": False}
+    if pack:
+        batch["position_ids"] = pos
+    else:
+        batch["attention_mask"] = mask
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
 def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: bool = False) -> float:
@@ -86,7 +133,8 @@ def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: b
     total, count = 0.0, 0
     device = model.device
     with torch.no_grad():
-        for b in _batches(data, batch_size, pad_id, None, device):
+        for step in epoch_plan([len(d["input_ids"]) for d in data], batch_size, None, "length"):
+            b = _collate([data[i] for i in step], pad_id, device)
             n = int((b["labels"][:, 1:] != -100).sum())
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 total += float(model(**b).loss) * n
@@ -133,24 +181,28 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
         else (s + 1) / warm)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
-    state = {"step": 0, "epoch": 0, "epoch_step": 0, "best_val": None, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    lengths = [len(d["input_ids"]) for d in train_data]
+    state = {"step": 0, "epoch": 0, "epoch_step": 0, "best_val": None, "bad_epochs": 0, "history": [],
+             "train_seconds": 0.0, "train_tokens": 0}
     if resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text())
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
         sched.load_state_dict(torch.load(ckpt / "scheduler.pt"))
-        for _ in range(state["epoch"]):  # replay the shuffles so the data order continues
-            rng.shuffle(list(range(len(train_data))))
+        for _ in range(state["epoch"]):  # replay the past epochs' plans so the data order continues
+            epoch_plan(lengths, cfg.batch_size, rng, cfg.batching)
         state.setdefault("epoch_step", 0)
+        state.setdefault("train_tokens", 0)
         print(f"facet: resumed at step {state['step']} (epoch {state['epoch']})", file=sys.stderr)
     bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not progress, file=sys.stderr)
     tokens, t0 = 0, time.perf_counter()
     t_ck = t0
     stop = False
     while state["step"] < total and not stop:
-        for i, b in enumerate(_batches(train_data, cfg.batch_size, pad_id, rng, device)):
+        for i, step in enumerate(epoch_plan(lengths, cfg.batch_size, rng, cfg.batching)):
             if i < state["epoch_step"]:
                 continue  # resumed mid-epoch: these batches were already trained on
+            b = _collate([train_data[j] for j in step], pad_id, device, pack=cfg.batching == "pack")
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = model(**b).loss
             loss.backward()
@@ -160,7 +212,8 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
             opt.zero_grad(set_to_none=True)
             state["step"] += 1
             state["epoch_step"] = i + 1
-            tokens += int(b["attention_mask"].sum())
+            tokens += sum(lengths[j] for j in step)
+            state["train_tokens"] += sum(lengths[j] for j in step)
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
                 state["train_seconds"] += time.perf_counter() - t_ck
                 t_ck = time.perf_counter()
@@ -201,6 +254,8 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
         "best_val_loss": state["best_val"],
         "history": state["history"],
         "train_seconds": state["train_seconds"],
+        # record tokens (padding not counted) per second of training steps, validation not included
+        "train_tokens_per_s": state["train_tokens"] / max(1e-9, state["train_seconds"]),
         "train_records": len(train_data),
         "val_records": len(val_data),
     }
@@ -333,6 +388,7 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     cfg = TrainConfig(task=args.task, model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
                       bf16=args.bf16, device=getattr(args, "device", "auto"),
+                      batching=getattr(args, "batching", "length"),
                       augment=getattr(args, "augment", 0),
                       max_len=getattr(args, "max_len", None)
                       or (1024 if args.task == "extract" and getattr(args, "examples", None) else 512))
@@ -364,6 +420,7 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
         "train_data_hash": file_hash(args.train), "val_data": str(args.val) if args.val else "10% of train",
         "hardware": hardware(), **extra})
     print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
+          f"{prov['train_tokens_per_s']:.0f} tokens/s, "
           f"best val loss {prov['best_val_loss']})", file=sys.stderr)
     return 0
 
