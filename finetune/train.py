@@ -87,12 +87,16 @@ def _rows(chunk: list[dict], pack: bool, pack_len: int = 512) -> list[list[dict]
         return [[d] for d in chunk]
     cap = max(pack_len, max(len(d["input_ids"]) for d in chunk))
     rows: list[list[dict]] = []
+    free: list[int] = []  # tokens left in each row
     for d in sorted(chunk, key=lambda d: -len(d["input_ids"])):
-        fit = next((r for r in rows if sum(len(x["input_ids"]) for x in r) + len(d["input_ids"]) <= cap), None)
-        if fit is None:
+        m = len(d["input_ids"])
+        r = next((r for r, f in enumerate(free) if m <= f), None)
+        if r is None:
             rows.append([d])
+            free.append(cap - m)
         else:
-            fit.append(d)
+            rows[r].append(d)
+            free[r] -= m
     return rows
 
 
@@ -212,8 +216,9 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
             opt.zero_grad(set_to_none=True)
             state["step"] += 1
             state["epoch_step"] = i + 1
-            tokens += sum(lengths[j] for j in step)
-            state["train_tokens"] += sum(lengths[j] for j in step)
+            n_tokens = sum(lengths[j] for j in step)
+            tokens += n_tokens
+            state["train_tokens"] += n_tokens
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
                 state["train_seconds"] += time.perf_counter() - t_ck
                 t_ck = time.perf_counter()
