@@ -15,6 +15,9 @@ class EngineConfig(BaseModel):
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai backend: the server's /v1 URL")
     api_key: str | None = Field(default=None, description="openai backend: bearer token, if the server wants one")
     concurrency: int = Field(default=8, ge=1, le=256, description="openai backend: requests in flight")
+    schema_as: Literal["response_format", "grammar"] = Field(
+        default="response_format", description="openai backend: JSON schemas as OpenAI's response_format (any "
+        "server), or 'grammar': span schemas as facet's compact grammar (a vLLM server with xgrammar only)")
     grammar: Literal["llguidance", "xgrammar"] | None = Field(
         default=None, description="grammar engine; default llguidance for transformers (compiles in milliseconds), "
         "xgrammar for vllm (faster inside vLLM, measured); an openai server uses its own")
@@ -69,7 +72,8 @@ def load_backend(config: EngineConfig):
         from engine.backends.openai import OpenAIBackend
 
         return OpenAIBackend(config.base_url, config.model, api_key=config.api_key,
-                             concurrency=config.concurrency, adapters=config.adapters)
+                             concurrency=config.concurrency, adapters=config.adapters,
+                             schema_as=config.schema_as)
     raise ValueError(f"unknown backend {config.backend!r}")
 
 

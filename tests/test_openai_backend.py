@@ -94,6 +94,24 @@ def test_requests_carry_the_schema_as_response_format_and_pick_the_adapter_by_na
     assert body["response_format"]["json_schema"]["schema"] == task.schema(products[0])
 
 
+def test_schema_as_grammar_sends_span_schemas_as_the_compact_grammar_and_still_checks_them(server):
+    from engine.backends.grammar import shared_enum_ebnf
+
+    srv = server(lambda body, n: (200, chat(brand_of(body) if n == 1 else '{"Brand":"Acme","Color":"teal"}')))
+    backend = OpenAIBackend(srv.url, "m", schema_as="grammar", concurrency=1)
+    task = Extract(attribute_schema=SCHEMA)
+    product = Product(id="1", title="Acme mug red")
+    span, other = task.build(product), Request("q", JsonSchema({"type": "object"}))
+    backend.generate([span, other])
+    assert srv.bodies[0]["structured_outputs"] == {"grammar": shared_enum_ebnf(span.constraint.schema)}
+    assert "response_format" not in srv.bodies[0]
+    assert srv.bodies[1]["response_format"]["json_schema"]["schema"] == {"type": "object"}  # not a span schema
+    backend.generate([span])  # "teal" is no span of the title: the JSON schema still catches it
+    assert backend.invalid == 1
+    with pytest.raises(EngineError, match="schema_as must be one of"):
+        OpenAIBackend(srv.url, "m", schema_as="ebnf")
+
+
 def test_choice_and_regex_go_as_structured_outputs(server):
     srv = server(lambda body, n: (200, chat("b")))
     backend = OpenAIBackend(srv.url, "m")

@@ -153,17 +153,20 @@ def test_short_prompts_share_their_prefix(engine):
     assert second.cached_prompt_tokens >= 32
 
 
-def test_span_schemas_decode_through_their_compact_grammar(engine):
-    """A span schema reaches xgrammar as the grammar that writes its enum once; answers still fit the schema."""
-    import jsonschema
-
+def _span_request():
     from prompts.tasks.extract import Extract
     from schemas.attributes import load_attribute_schema
     from schemas.product import Product
 
     task = Extract(attribute_schema=load_attribute_schema("examples/attributes.json"))
-    product = Product(id="1", title="Nike Dri-FIT running tee, men's size M, black", category="Apparel")
-    req = task.build(product)
+    return task.build(Product(id="1", title="Nike Dri-FIT running tee, men's size M, black", category="Apparel"))
+
+
+def test_span_schemas_decode_through_their_compact_grammar(engine):
+    """A span schema reaches xgrammar as the grammar that writes its enum once; answers still fit the schema."""
+    import jsonschema
+
+    req = _span_request()
     assert engine._params(req).structured_outputs.grammar is not None
     out, = engine.generate([req])
     assert out.finish_reason == "stop"
@@ -218,8 +221,15 @@ def test_real_vllm_server_with_adapter_and_schema(random_lora, tmp_path):
         one = OpenAIBackend(url, "smollm2-135m", adapters={"rand": random_lora}, concurrency=1)
         out += one.generate([Request(PROMPT, None, max_new_tokens=12), Request(PROMPT, None, max_new_tokens=12,
                                                                               adapter="rand")])
+        # --schema-as grammar: a span schema as facet's compact grammar in structured_outputs.grammar
+        span = _span_request()
+        as_grammar = OpenAIBackend(url, "smollm2-135m", schema_as="grammar")
+        assert "structured_outputs" in as_grammar.body(span)
+        spanned, = as_grammar.generate([span])
     for r, c in zip(reqs[:3], out[:3]):
         assert c.finish_reason == "stop" and valid(c.text, r.constraint), c.text
     json.loads(out[0].text)
     assert backend.invalid == 0
     assert out[3].text != out[4].text  # the adapter was chosen by model name
+    assert spanned.finish_reason == "stop" and valid(spanned.text, span.constraint), spanned.text
+    assert as_grammar.invalid == 0

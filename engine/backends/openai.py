@@ -7,6 +7,11 @@ exponential backoff and jitter on 429, 5xx and connection errors. Every constrai
 locally (a server may ignore a constraint it does not support): an answer that does not validate is
 passed on unchanged but counted in ``invalid``, and the task's parser turns it into an error record.
 An adapter is chosen by model name (``vllm serve ... --lora-modules extract=PATH``).
+
+``schema_as="grammar"`` (opt-in, for a vLLM server with xgrammar, as ``facet serve`` starts) sends facet's span
+schemas as the compact grammar the in-process vLLM backend uses (``structured_outputs.grammar``, each shared
+enum written once) instead of the JSON schema, which xgrammar compiles ~7x slower; other schemas still go as
+``response_format``. Answers are validated against the JSON schema either way.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from engine.backends.grammar import shared_enum_ebnf
 from engine.errors import EngineError
 from engine.types import Choice, Completion, JsonSchema, Regex, Request
 
 log = logging.getLogger("facet")
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+SCHEMA_AS = ("response_format", "grammar")
 
 
 class _Retryable(Exception):
@@ -32,8 +39,12 @@ class _Retryable(Exception):
 class OpenAIBackend:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8,
                  timeout: float = 120.0, retries: int = 6, adapters: dict[str, str] | None = None,
-                 backoff: float = 1.0):
+                 backoff: float = 1.0, schema_as: str = "response_format"):
         import httpx
+
+        if schema_as not in SCHEMA_AS:
+            raise EngineError(f"schema_as must be one of {SCHEMA_AS}, not {schema_as!r}")
+        self.schema_as = schema_as
 
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -68,7 +79,10 @@ class OpenAIBackend:
         body = {"model": self.adapters.get(r.adapter, r.adapter) if r.adapter else self.model,
                 "messages": messages, "max_tokens": r.max_new_tokens, "temperature": r.temperature}
         c = r.constraint
-        if isinstance(c, JsonSchema):
+        ebnf = shared_enum_ebnf(c.schema) if isinstance(c, JsonSchema) and self.schema_as == "grammar" else None
+        if ebnf:
+            body["structured_outputs"] = {"grammar": ebnf}
+        elif isinstance(c, JsonSchema):
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "answer", "schema": c.schema, "strict": True}}
         elif isinstance(c, Choice):
