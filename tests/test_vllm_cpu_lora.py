@@ -97,3 +97,28 @@ def test_prompt_logprobs_rows_get_the_batch_adapter():
     y = torch.zeros(7, 12)
     add_lora_logits(_Wrapper(torch.full((7,), 0), torch.full((2,), 0)), y, x, a, b, 1.0)
     assert torch.allclose(y, (x @ a[0, 0].T) @ b[0, 0].T, atol=1e-4)
+
+
+def test_linear_layer_weights_cached_per_adapter_follow_adapter_loads():
+    """The stacked A/B of a layer are folded once per adapter slot; loading another adapter into the slot
+    (vLLM copies into the buffers in place) must be seen by the next step."""
+    from engine.backends.vllm_cpu_lora import add_lora_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 10)
+    a = (torch.randn(2, 1, 4, 10), torch.randn(2, 1, 4, 10), torch.randn(2, 1, 4, 10))
+    b = (torch.randn(2, 1, 3, 4), torch.randn(2, 1, 6, 4), torch.randn(2, 1, 2, 4))
+
+    def expected(slot):
+        parts = [(x @ a[k][slot, 0].T * 0.5) @ b[k][slot, 0].T for k in range(3)]
+        return 1 + torch.cat(parts, dim=1)
+
+    for slot in (0, 1, 0):
+        y = torch.ones(5, 11)
+        add_lora_linear(_Wrapper(torch.full((5,), slot), torch.full((2,), slot)), y, x, a, b, 0.5, (3, 6, 2))
+        assert torch.allclose(y, expected(slot), atol=1e-4)
+    a[1][0, 0].copy_(torch.randn(4, 10))  # another adapter loaded into slot 0
+    b[2][0].zero_()
+    y = torch.ones(5, 11)
+    add_lora_linear(_Wrapper(torch.full((5,), 0), torch.full((2,), 0)), y, x, a, b, 0.5, (3, 6, 2))
+    assert torch.allclose(y, expected(0), atol=1e-4)
