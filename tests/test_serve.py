@@ -59,7 +59,14 @@ def test_cli_serve_dry_run_names_adapters_by_task(tiny_model_dir, tiny_adapter, 
     from engine.cli import main
 
     assert main(["serve", "--model", str(tiny_model_dir), "--adapter", str(tiny_adapter), "--dry-run"]) == 0
-    assert f"extract={tiny_adapter.resolve()}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"extract={tiny_adapter.resolve()}" in err
+    assert ("clients: facet TASK FILE --backend openai --base-url http://127.0.0.1:8000/v1 --adapter extract "
+            "--schema-as grammar -o OUT.jsonl") in err  # what a client types, with the faster schema form
+    assert main(["serve", "--model", str(tiny_model_dir), "--grammar", "llguidance", "--host", "0.0.0.0",
+                 "--port", "8011", "--dry-run"]) == 0
+    assert (f"clients: facet TASK FILE --backend openai --base-url http://127.0.0.1:8011/v1 --model {tiny_model_dir} "
+            "-o OUT.jsonl") in capsys.readouterr().err  # no grammar form for a server on llguidance
     assert main(["serve", "--model", str(tiny_model_dir), "--adapter", str(tiny_adapter),
                  "--adapter", str(tiny_adapter), "--dry-run"]) == 2
     assert "two adapters are named 'extract'" in capsys.readouterr().err
