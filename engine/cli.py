@@ -676,14 +676,16 @@ def _named_adapters(specs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def serve_client_hint(model: str, adapters: list[str], host: str, port: int, grammar: str) -> str:
+def serve_client_hint(model: str, adapters: list[str], host: str, port: int, grammar: str,
+                      merged: bool = False) -> str:
     """The options that point a facet client at this server, with the faster span-schema form where it applies."""
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     opts = f"--backend openai --base-url http://{where}:{port}/v1"
-    opts += f" --model {model}" if model != "smollm2-135m" and not adapters else ""
-    opts += f" --adapter {adapters[0]}" if adapters else ""
+    opts += f" --model {model}" if model != "smollm2-135m" and not merged else ""  # merged: the base is not served
+    opts += f" --adapter {adapters[0]}" if len(adapters) == 1 else " --adapter NAME" if adapters else ""
     opts += " --schema-as grammar" if grammar == "xgrammar" else ""  # compiled ~7x faster by vLLM (README)
-    return f"clients: facet TASK FILE {opts} -o OUT.jsonl"
+    names = f" (NAME: {' | '.join(adapters)})" if len(adapters) > 1 else ""
+    return f"clients: facet TASK FILE {opts} -o OUT.jsonl{names}"
 
 
 def cmd_serve(args) -> int:
@@ -695,8 +697,8 @@ def cmd_serve(args) -> int:
                               grammar=args.grammar, max_model_len=args.max_model_len, extra=args.vllm_args,
                               merge=args.merge_adapter)
     print("facet: " + shlex.join(argv), file=sys.stderr)
-    print("facet: " + serve_client_hint(args.model, list(_named_adapters(args.adapter)), args.host, args.port,
-                                        args.grammar), file=sys.stderr)
+    print("facet: " + serve_client_hint(args.model, sorted(_named_adapters(args.adapter)), args.host, args.port,
+                                        args.grammar, merged=args.merge_adapter), file=sys.stderr)
     if args.dry_run:
         return 0
     import importlib.util

@@ -61,8 +61,8 @@ def test_cli_serve_dry_run_names_adapters_by_task(tiny_model_dir, tiny_adapter, 
     assert main(["serve", "--model", str(tiny_model_dir), "--adapter", str(tiny_adapter), "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert f"extract={tiny_adapter.resolve()}" in err
-    assert ("clients: facet TASK FILE --backend openai --base-url http://127.0.0.1:8000/v1 --adapter extract "
-            "--schema-as grammar -o OUT.jsonl") in err  # what a client types, with the faster schema form
+    assert (f"clients: facet TASK FILE --backend openai --base-url http://127.0.0.1:8000/v1 --model {tiny_model_dir} "
+            "--adapter extract --schema-as grammar -o OUT.jsonl") in err  # what a client types, faster schema form
     assert main(["serve", "--model", str(tiny_model_dir), "--grammar", "llguidance", "--host", "0.0.0.0",
                  "--port", "8011", "--dry-run"]) == 0
     assert (f"clients: facet TASK FILE --backend openai --base-url http://127.0.0.1:8011/v1 --model {tiny_model_dir} "
@@ -70,6 +70,17 @@ def test_cli_serve_dry_run_names_adapters_by_task(tiny_model_dir, tiny_adapter, 
     assert main(["serve", "--model", str(tiny_model_dir), "--adapter", str(tiny_adapter),
                  "--adapter", str(tiny_adapter), "--dry-run"]) == 2
     assert "two adapters are named 'extract'" in capsys.readouterr().err
+
+
+def test_serve_client_hint_names_what_the_server_serves():
+    from engine.cli import serve_client_hint
+
+    two = serve_client_hint("smollm2-135m", ["extract", "normalize"], "::", 8000, "xgrammar")
+    assert two == ("clients: facet TASK FILE --backend openai --base-url http://127.0.0.1:8000/v1 --adapter NAME "
+                   "--schema-as grammar -o OUT.jsonl (NAME: extract | normalize)")
+    merged = serve_client_hint("/m/other", ["extract"], "10.0.0.5", 9000, "xgrammar", merged=True)
+    assert merged == ("clients: facet TASK FILE --backend openai --base-url http://10.0.0.5:9000/v1 --adapter extract "
+                      "--schema-as grammar -o OUT.jsonl")  # a merged server serves the adapter's name only
 
 
 def test_merged_model_computes_what_base_plus_lora_computes(tiny_model_dir, tiny_adapter, tmp_path, monkeypatch):
