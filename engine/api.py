@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.adapters import prompt_mismatch, trained_attributes
 from engine.config import EngineConfig, load_backend
+from engine.models import DEFAULT_MODEL
 from engine.runner import RunStats, run_task
 from prompts.examples import ExamplePool
 from prompts.tasks.extract import Extract
@@ -53,7 +54,7 @@ class Engine:
 
     def __init__(
         self,
-        model: str = "smollm2-135m",
+        model: str = DEFAULT_MODEL,
         *,
         attributes: str | Path | AttributeSchema | dict | None = None,
         examples: str | Path | ExamplePool | None = None,

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine.models import DEFAULT_MODEL
+
 EPILOG = """examples:
   facet extract products.jsonl -o attrs.jsonl                 # zero-shot, open attributes
   facet extract products.jsonl -o attrs.jsonl --resume        # continue a killed run
@@ -52,7 +54,7 @@ def _add_io_options(p: argparse.ArgumentParser) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="smollm2-135m",
+    m.add_argument("--model", default=DEFAULT_MODEL,
                    help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
     m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
     m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default=None,
@@ -681,10 +683,11 @@ def serve_client_hint(model: str, adapters: list[str], host: str, port: int, gra
     """The options that point a facet client at this server, with the faster span-schema form where it applies."""
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     opts = f"--backend openai --base-url http://{where}:{port}/v1"
-    opts += f" --model {model}" if model != "smollm2-135m" and not merged else ""  # merged: the base is not served
-    opts += f" --adapter {adapters[0]}" if len(adapters) == 1 else " --adapter NAME" if adapters else ""
+    opts += f" --model {model}" if model != DEFAULT_MODEL and not merged else ""  # merged: the base is not served
+    several = len(adapters) > 1
+    opts += f" --adapter {'NAME' if several else adapters[0]}" if adapters else ""
     opts += " --schema-as grammar" if grammar == "xgrammar" else ""  # compiled ~7x faster by vLLM (README)
-    names = f" (NAME: {' | '.join(adapters)})" if len(adapters) > 1 else ""
+    names = f" (NAME: {' | '.join(adapters)})" if several else ""
     return f"clients: facet TASK FILE {opts} -o OUT.jsonl{names}"
 
 
@@ -867,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "messages"], default="text",
                    help="'text': after the model's chat template (exactly what the model sees); 'messages': JSON")
     p.add_argument("--schema", action="store_true", help="also print the output constraint")
-    p.add_argument("--model", default="smollm2-135m", help="model whose chat template to apply")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model whose chat template to apply")
     p.add_argument("--task", choices=["extract", "classify", "normalize", "complete", "rank"], default="extract",
                    help="whose prompt (default extract; normalize: the first question the rules leave to the model)")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (the prompt shows its top level)")
@@ -929,7 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "scale out: run one server per GPU/machine and put a router (e.g. nginx, vLLM's router) in "
                        "front;\nfacet's openai backend retries and resumes, so replicas can come and go.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2-135m", help="model to serve (also its served name)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model to serve (also its served name)")
     p.add_argument("--adapter", action="append", metavar="[NAME=]PATH",
                    help="LoRA adapter to serve (repeatable); NAME defaults to the task it was trained for")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -957,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "rank from a taxonomy: synthetic queries to make (default 2000)")
     p.add_argument("--val", help="validation JSONL (for early stopping)")
     p.add_argument("-o", "--output", required=True, help="adapter folder to write")
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--epochs", type=float, default=3)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--rank", type=int, default=16)

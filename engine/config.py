@@ -6,11 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.models import DEFAULT_MODEL
+
 
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(default="smollm2-135m", description="'smollm2-135m', an HF folder or a .gguf file")
+    model: str = Field(default=DEFAULT_MODEL, description="'smollm2-135m', an HF folder or a .gguf file")
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai backend: the server's /v1 URL")
     api_key: str | None = Field(default=None, description="openai backend: bearer token, if the server wants one")
