@@ -66,9 +66,13 @@ def trained_attributes(adapter: str | Path | None) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def prompt_mismatch(adapter: str | Path, with_examples: bool) -> str | None:
-    """Why an extract adapter trained on prompts with demonstrations is about to be asked without them, or
-    None. (The other way round is allowed: demonstrations in front of a zero-shot adapter were measured.)"""
+def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | None = None) -> str | None:
+    """Why an extract adapter is about to be asked with prompts of another shape than it was trained on, or None:
+    trained with demonstrations but asked without them (the other way round is allowed: demonstrations in front
+    of a zero-shot adapter were measured), or rendered through a template whose text differs from its training
+    template's (recorded as a hash in its provenance)."""
+    from prompts.render import template_hash
+
     try:
         prov = json.loads((Path(adapter) / "facet_provenance.json").read_text())
     except (OSError, ValueError):
@@ -77,4 +81,15 @@ def prompt_mismatch(adapter: str | Path, with_examples: bool) -> str | None:
     if shots and not with_examples:
         return (f"adapter {adapter} was trained with {shots} demonstrations per prompt from {prov.get('examples')}; "
                 f"pass those examples (--examples / examples=) for the prompts it expects")
+    trained = prov.get("template_hash")
+    if template is not None and trained:
+        try:
+            now = template_hash(template)
+        except OSError:
+            return None  # a missing template is reported where it is rendered
+        if now != trained:
+            return (f"adapter {adapter} was trained on prompts from template {prov.get('template')} "
+                    f"(sha256 {trained}), but this run renders {template} (sha256 {now}): the adapter sees "
+                    f"prompts laid out differently from its training; retrain it (facet train ...), or pass "
+                    f"the template it was trained with (--template / template=)")
     return None

@@ -73,7 +73,7 @@ class Engine:
         # an adapter is asked the attributes it was trained to answer
         attributes = as_schema(attributes if attributes is not None else trained_attributes(adapter))
         examples = as_pool(examples)
-        if adapter is not None and (warning := prompt_mismatch(adapter, examples is not None)):
+        if adapter is not None and (warning := prompt_mismatch(adapter, examples is not None, template)):
             warnings.warn(warning, stacklevel=2)
         self.extract_task = Extract(
             template=template,

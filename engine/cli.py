@@ -147,7 +147,7 @@ def _task(args, attribute_schema=None):
     if attribute_schema is None and (trained := trained_attributes(adapter)):
         attribute_schema = load_attribute_schema(trained)  # asked the attributes it was trained on
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
-    if adapter and (warning := prompt_mismatch(adapter, bool(args.examples))):
+    if adapter and (warning := prompt_mismatch(adapter, bool(args.examples), args.template or "extract.j2")):
         print(f"facet: warning: {warning}", file=sys.stderr)
     return Extract(
         template=args.template or "extract.j2", attribute_schema=attribute_schema, examples=examples, shots=args.shots,

@@ -418,3 +418,25 @@ def test_other_batchings_train(tmp_path, tiny_tokenizer, batching):
     model = make_model(tok)
     train(model, tok, data, data[:4], cfg(max_steps=12, batching=batching), tmp_path / "ad", progress=False)
     assert evaluate_loss(model, data, 4, tok.pad_token_id) < before * 0.8
+
+
+def test_an_adapter_asked_through_another_template_text_is_warned(tmp_path):
+    from engine.adapters import prompt_mismatch
+    from prompts.render import template_hash, template_source
+
+    ad = tmp_path / "adapter"
+    ad.mkdir()
+    (ad / "facet_provenance.json").write_text(json.dumps(
+        {"task": "extract", "template": "extract.j2", "template_hash": template_hash("extract.j2"), "shots": 0}))
+    assert prompt_mismatch(ad, False, "extract.j2") is None
+    same = tmp_path / "copy.j2"
+    same.write_text(template_source("extract.j2"))
+    assert prompt_mismatch(ad, False, str(same)) is None  # the same text under another name is the same prompt
+    moved = tmp_path / "moved.j2"
+    moved.write_text(template_source("extract.j2").replace("Attributes:", "Fields:"))
+    warning = prompt_mismatch(ad, False, str(moved))
+    assert warning and "trained on prompts from template extract.j2" in warning and "--template" in warning
+    with pytest.warns(UserWarning, match="laid out differently"):
+        from engine.api import Engine
+
+        Engine("unused-model", adapter=str(ad), template=str(moved))
