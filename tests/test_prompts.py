@@ -102,3 +102,24 @@ def test_long_input_is_clipped_with_a_warning():
     p = Product(id="1", title="Lamp", description="x" * 100_000)
     clipped, warnings = Extract(max_input_chars=500).clip(p)
     assert len(clipped.text()) <= 501 and "truncated from 100000" in warnings[0]
+
+
+def test_attributes_first_example_layout_says_the_same_as_extract_with_the_shared_part_first():
+    """examples/extract_attributes_first.j2 only reorders extract.j2's user turn (README: prefix cache), so it
+    must follow any change to extract.j2's wording."""
+    from pathlib import Path
+
+    layout = str(Path(__file__).parents[1] / "examples" / "extract_attributes_first.j2")
+    schema = AttributeSchema.from_mapping({"Coffee": ["Brand", "Roast"]})
+    demo = Example(Product(id="d", title="Zed Light Roast", category="Coffee"), {"Brand": "Zed", "Roast": "Light"})
+    products = [Product(id=str(i), title=t, category="Coffee", description="Whole bean")
+                for i, t in enumerate(["Lavazza Dark Roast", "Illy Medium"])]
+    for examples in (None, ExamplePool([demo])):
+        ours, theirs = Extract(template=layout, attribute_schema=schema, examples=examples, shots=1), \
+            Extract(attribute_schema=schema, examples=examples, shots=1)
+        a, b = ours.messages(products[0]), theirs.messages(products[0])
+        assert [m["role"] for m in a] == [m["role"] for m in b]
+        assert [sorted(m["content"].splitlines()) for m in a] == [sorted(m["content"].splitlines()) for m in b]
+        first, second = ours.messages(products[0])[-1]["content"], ours.messages(products[1])[-1]["content"]
+        shared = first[: next(i for i, (x, y) in enumerate(zip(first, second)) if x != y)]
+        assert "Category: Coffee" in shared and "Attributes: Brand, Roast" in shared and "Title" in shared
