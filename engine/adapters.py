@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from engine.errors import EngineError
@@ -87,9 +88,25 @@ def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | No
             now = template_hash(template)
         except OSError:
             return None  # a missing template is reported where it is rendered
-        if now != trained:
+        if now != trained and not _same_but_comments(prov.get("template"), trained, template):
             return (f"adapter {adapter} was trained on prompts from template {prov.get('template')} "
                     f"(sha256 {trained}), but this run renders {template} (sha256 {now}): the adapter sees "
                     f"prompts laid out differently from its training; retrain it (facet train ...), or pass "
                     f"the template it was trained with (--template / template=)")
     return None
+
+
+def _same_but_comments(trained_template: str | None, trained_hash: str, template: str) -> bool:
+    """Whether the training template, still on disk as it was (same hash), differs from ``template`` only in
+    Jinja comments, which render nothing."""
+    from prompts.render import template_hash, template_source
+
+    def strip(src: str) -> str:
+        return re.sub(r"\{#.*?#\}", "", src, flags=re.S)
+
+    try:
+        if not trained_template or template_hash(trained_template) != trained_hash:
+            return False
+        return strip(template_source(trained_template)) == strip(template_source(template))
+    except (OSError, ValueError):
+        return False

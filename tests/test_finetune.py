@@ -432,10 +432,17 @@ def test_an_adapter_asked_through_another_template_text_is_warned(tmp_path):
     same = tmp_path / "copy.j2"
     same.write_text(template_source("extract.j2"))
     assert prompt_mismatch(ad, False, str(same)) is None  # the same text under another name is the same prompt
+    trained = tmp_path / "trained.j2"  # an adapter trained through a template file still on disk
+    trained.write_text(template_source("extract.j2"))
+    (ad / "facet_provenance.json").write_text(json.dumps(
+        {"task": "extract", "template": str(trained), "template_hash": template_hash(str(trained)), "shots": 0}))
+    commented = tmp_path / "commented.j2"
+    commented.write_text("{# my notes #}" + template_source("extract.j2"))
+    assert prompt_mismatch(ad, False, str(commented)) is None  # comments render nothing
     moved = tmp_path / "moved.j2"
     moved.write_text(template_source("extract.j2").replace("Attributes:", "Fields:"))
     warning = prompt_mismatch(ad, False, str(moved))
-    assert warning and "trained on prompts from template extract.j2" in warning and "--template" in warning
+    assert warning and f"trained on prompts from template {trained}" in warning and "--template" in warning
     with pytest.warns(UserWarning, match="laid out differently"):
         from engine.api import Engine
 
