@@ -147,10 +147,11 @@ def _task(args, attribute_schema=None):
     if attribute_schema is None and (trained := trained_attributes(adapter)):
         attribute_schema = load_attribute_schema(trained)  # asked the attributes it was trained on
     examples = ExamplePool.from_jsonl(args.examples) if args.examples else None
-    if adapter and (warning := prompt_mismatch(adapter, bool(args.examples), args.template or "extract.j2")):
+    template = args.template or "extract.j2"
+    if adapter and (warning := prompt_mismatch(adapter, bool(args.examples), template)):
         print(f"facet: warning: {warning}", file=sys.stderr)
     return Extract(
-        template=args.template or "extract.j2", attribute_schema=attribute_schema, examples=examples, shots=args.shots,
+        template=template, attribute_schema=attribute_schema, examples=examples, shots=args.shots,
         grounded=not args.free, max_input_chars=args.max_input_chars,
         max_new_tokens=getattr(args, "max_new_tokens", None),
         adapter="extract" if getattr(args, "adapter", None) else None,
