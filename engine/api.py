@@ -93,12 +93,21 @@ class Engine:
             self._backend = load_backend(self.config)
         return self._backend
 
-    def extract(self, product: Any) -> ExtractionResult | ErrorRecord:
-        return self.extract_many([product])[0]
+    def extract(self, product: Any, **options: Any) -> ExtractionResult | ErrorRecord:
+        return self.extract_many([product], **options)[0]
 
-    def extract_many(self, products: Iterable[Any]) -> list[ExtractionResult | ErrorRecord]:
+    def extract_many(self, products: Iterable[Any], *, spec: Any = None,
+                     **normalize_options: Any) -> list[ExtractionResult | ErrorRecord]:
+        """ExtractionResult or ErrorRecord per product, in input order. With ``spec`` (as :meth:`normalize_many`
+        takes it, with its options) the values found are also normalized: ``result.normalized``."""
         items = [as_product(p, i) for i, p in enumerate(products)]
-        return run_task(self.backend, self.extract_task, items, stats=self.stats)
+        results = run_task(self.backend, self.extract_task, items, stats=self.stats)
+        if spec is None:
+            return results
+        from prompts.tasks.normalize import normalize_found
+
+        task = self._normalize_task(spec, **normalize_options)
+        return list(normalize_found(self.backend, task, items, results, len(items) or 1, self.stats))
 
     def classify(self, product: Any, **options: Any):
         """Category path of one product; see :meth:`classify_many`."""
@@ -148,17 +157,22 @@ class Engine:
         first; the model is loaded only if some value or name needs it.
         """
         from engine.config import LazyBackend
-        from prompts.tasks.normalize import Normalize, load_examples, normalize_many
+        from prompts.tasks.normalize import normalize_many
+
+        task = self._normalize_task(spec, examples=examples, shots=shots, drop_unknown=drop_unknown)
+        items = [as_product(p, i) for i, p in enumerate(products)]
+        return normalize_many(LazyBackend(lambda: self.backend), task, items, stats=self.stats)
+
+    def _normalize_task(self, spec: Any, *, examples: Any = None, shots: int = 3, drop_unknown: bool = True):
+        from prompts.tasks.normalize import Normalize, load_examples
         from schemas.normalization import NormalizationSpec
 
         if not isinstance(spec, NormalizationSpec):
             spec = NormalizationSpec.load(spec)
         if isinstance(examples, (str, Path)):
             examples = load_examples(examples)
-        task = Normalize(spec=spec, examples=tuple(examples or ()), shots=shots, drop_unknown=drop_unknown,
+        return Normalize(spec=spec, examples=tuple(examples or ()), shots=shots, drop_unknown=drop_unknown,
                          adapter="normalize" if "normalize" in self.config.adapters else None)
-        items = [as_product(p, i) for i, p in enumerate(products)]
-        return normalize_many(LazyBackend(lambda: self.backend), task, items, stats=self.stats)
 
     def complete(self, product: Any, attributes: Any = None, **options: Any):
         """Missing attribute values of one product; see :meth:`complete_many`."""

@@ -21,6 +21,8 @@ EPILOG = """examples:
   facet compare zero-shot=runs/zs adapter=runs/adapter -o runs/compare   # side by side, with charts
   facet train extract --train ../shared/data/oa-mine/train.jsonl --val ../shared/data/oa-mine/validation.jsonl -o adapters/extract
   facet extract products.jsonl --backend vllm --adapter adapters/extract --merge-adapter -o out.jsonl
+  facet extract offers.jsonl --spec ../shared/data/wdc-pave/descriptions.csv -o out.jsonl   # + normalized values
+  facet eval extract --data ../shared/data/wdc-pave/train.jsonl --spec ../shared/data/wdc-pave/descriptions.csv
   facet serve --adapter adapters/extract                       # OpenAI-compatible vLLM server for many clients
 
 input: JSON Lines, one product per line: {"id": "p1", "title": "...", "description": "...", "category": "..."}
@@ -125,7 +127,9 @@ def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = Tru
     g = p.add_argument_group("normalization")
     g.add_argument("--spec", required=spec_required, metavar="FILE",
                    help="rules per attribute: JSON (see schemas/normalization.py, e.g. examples/normalization.json) "
-                   "or a WDC-PAVE descriptions.csv")
+                   "or a WDC-PAVE descriptions.csv. With `extract`: also normalize the values found (each record gets "
+                   "`normalized`); with `eval extract`: and score them end to end against the normalized gold "
+                   "beside --data (train_normalized.jsonl)")
     g.add_argument("--aliases", metavar="FILE", help="JSON {alias: canonical attribute name}, added to the spec's")
     g.add_argument("--keep-unknown", action="store_true",
                    help="keep attributes the model maps to no canonical name (default: drop them, recorded)")
@@ -236,13 +240,31 @@ def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int
     return 0
 
 
+def _then_normalize(args):
+    """The normalization step after extraction that --spec asks for (`facet extract` and `facet eval extract`)."""
+    if not args.spec:
+        return None
+    if args.adapter and args.merge_adapter:
+        raise ValueError("--spec normalizes with the base model, which a merged adapter replaces: drop "
+                         "--merge-adapter (the adapter is then served beside the base model)")
+    task = _normalize_task(args, after_extract=True)
+    print(f"facet: the values found are normalized by {args.spec} ({len(task.examples)} normalization "
+          "demonstrations)", file=sys.stderr)
+    return task
+
+
 def cmd_extract(args) -> int:
     from engine.runner import iter_task
+    from prompts.tasks.normalize import normalize_found
 
     task = _task(args)
+    normalize = _then_normalize(args)
 
     def process(todo, stats):
-        return iter_task(_backend(args), task, todo, chunk_size=args.batch_size * 2, stats=stats)
+        backend = _backend(args)
+        results = iter_task(backend, task, todo, chunk_size=args.batch_size * 2, stats=stats)
+        return results if normalize is None else normalize_found(backend, normalize, todo, results,
+                                                                 args.batch_size, stats)
 
     return _run_jsonl(args, "extract", process)
 
@@ -341,16 +363,23 @@ def _eval_complete(args) -> int:
     return 0
 
 
-def _normalize_task(args):
+def _normalize_task(args, after_extract: bool = False):
+    """``after_extract``: the normalization step of `facet eval extract --spec`, where --adapter and --examples
+    are the extractor's: the base model decides, and demonstrations come only from a WDC-PAVE file that has its
+    ``_normalized`` twin beside it (the same file as the extractor's demonstrations)."""
+    from eval.datasets import normalized_twin
     from prompts.tasks.normalize import Normalize, load_examples
     from schemas.normalization import NormalizationSpec
 
     spec = NormalizationSpec.load(args.spec)
     if args.aliases:
         spec = spec.model_copy(update={"aliases": {**spec.aliases, **json.loads(Path(args.aliases).read_text())}})
-    examples = tuple(load_examples(args.examples)) if args.examples else ()
+    demos = args.examples
+    if after_extract and demos and not normalized_twin(demos).is_file():
+        demos = None
+    examples = tuple(load_examples(demos)) if demos else ()
     return Normalize(spec=spec, examples=examples, shots=args.shots, drop_unknown=not args.keep_unknown,
-                     adapter="normalize" if getattr(args, "adapter", None) else None)
+                     adapter="normalize" if getattr(args, "adapter", None) and not after_extract else None)
 
 
 def cmd_normalize(args) -> int:
@@ -581,16 +610,30 @@ def cmd_eval(args) -> int:
         return _eval_rank(args)
     from engine.config import grammar_engine
 
+    normalized = None
+    if args.spec:  # extraction, then normalization of what it found, scored end to end
+        from eval.datasets import normalized_twin
+
+        normalized = normalized_twin(args.data)
+        if not normalized.is_file():
+            raise FileNotFoundError(f"--spec scores extraction + normalization against the normalized gold beside "
+                                    f"--data, and {normalized} does not exist (WDC-PAVE: train.jsonl with "
+                                    "train_normalized.jsonl)")
+    normalize = _then_normalize(args)
     task = _task(args, _schema_from_train(args))
     backend = _backend(args)
     report = evaluate_extraction(backend, task, args.data, limit=args.limit, batch_size=args.batch_size,
+                                 normalize=normalize, normalized_gold=normalized,
                                  model=args.model, adapter_path=args.adapter,
                                  grammar=grammar_engine(args.grammar, getattr(args, "backend", "transformers")),
-                                 examples=args.examples)
+                                 examples=args.examples, spec=args.spec)
     out = _write_report(args.output, report, extraction_markdown)
-    s = report["summary"]
-    print(f"micro-F1 {s['micro_f1']:.3f}  P {s['precision']:.3f}  R {s['recall']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
-          f"failures {s['failures']}/{s['products']}  {report['seconds_per_product']:.2f} s/product  -> {out}/report.md")
+    for label, r in (("", report), ("extract + normalize: ", report.get("end_to_end"))):
+        if r is not None:
+            s = r["summary"]
+            print(f"{label}micro-F1 {s['micro_f1']:.3f}  P {s['precision']:.3f}  R {s['recall']:.3f}  macro-F1 "
+                  f"{s['macro_f1']:.3f}  failures {s['failures']}/{s['products']}")
+    print(f"{report['seconds_per_product']:.2f} s/product (extraction)  -> {out}/report.md")
     return 0
 
 
@@ -795,6 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_io_options(p)
     _add_task_options(p)
+    _add_normalize_options(p, spec_required=False, prompt=False)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("classify", help="assign products to categories of a taxonomy (level by level)",

@@ -109,12 +109,18 @@ class NormGold:
     gold: dict[str, set[str]]  # attribute -> acceptable normalized values
 
 
+def normalized_twin(raw: str | Path) -> Path:
+    """WDC-PAVE keeps the normalized gold of ``train.jsonl`` beside it as ``train_normalized.jsonl``."""
+    raw = Path(raw)
+    return raw.with_name(raw.stem + "_normalized" + raw.suffix)
+
+
 def read_normalization_gold(raw: str | Path, normalized: str | Path | None = None) -> list[NormGold]:
     """WDC-PAVE raw + normalized gold (same ids, same order): each product carries the first raw gold value of
     every attribute it states as ``attributes``; the gold is that attribute's normalized values. Attributes
     that are n/a are left out (the published metric ignores n/a vs n/a)."""
     raw = Path(raw)
-    normalized = Path(normalized) if normalized else raw.with_name(raw.stem + "_normalized" + raw.suffix)
+    normalized = Path(normalized) if normalized else normalized_twin(raw)
     if not normalized.is_file():
         raise FileNotFoundError(f"{normalized} (the normalized gold beside {raw}) does not exist")
     rows = []

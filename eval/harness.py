@@ -34,7 +34,11 @@ def _timed(results, total: int, desc: str, progress: bool) -> tuple[list, float]
 
 
 def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = None,
-                        batch_size: int = 16, progress: bool = True, **prov) -> dict:
+                        batch_size: int = 16, progress: bool = True, normalize=None,
+                        normalized_gold: str | Path | None = None, **prov) -> dict:
+    """Score extraction on gold ``data``. With ``normalize`` (a Normalize task) and ``normalized_gold`` (the same
+    products' normalized gold, e.g. WDC-PAVE's ``train_normalized.jsonl``) the extracted values are also
+    normalized and scored end to end, under ``report["end_to_end"]``."""
     rows = read_extraction_gold(data)[:limit]
     products = [r.product for r in rows]
     stats = RunStats()
@@ -59,7 +63,7 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
             slots.append(s)
             if not s["correct"]:
                 mistakes.append({"title": row.product.title, **{k: s[k] for k in ("attribute", "gold", "predicted")}})
-    return {
+    report = {
         "task": "extract",
         "data": str(data),
         "summary": score.summary(),
@@ -76,6 +80,62 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
                                  template_hash=template_hash(task.template), shots=task.shots,
                                  grounded=task.grounded, adapter=task.adapter, **prov),
     }
+    if normalize is not None:
+        report["end_to_end"] = _normalize_extracted(backend, normalize, rows, results, normalized_gold,
+                                                    batch_size=batch_size, progress=progress)
+    return report
+
+
+def _normalize_extracted(backend, task, rows: list, results: list, normalized: str | Path, *, batch_size: int,
+                         progress: bool) -> dict:
+    """Extraction then normalization, as a catalogue runs them (the published "extraction + normalization"
+    figure): every value the extraction found is normalized by ``task`` and the result scored with the
+    extraction metric against the normalized gold of the same products. A failed extraction scores as a failure;
+    a product with nothing found predicts nothing."""
+    from prompts.tasks.normalize import normalize_found
+
+    gold = {g.product.id: g.gold for g in read_extraction_gold(normalized)}
+    if lost := [r.product.id for r in rows if r.product.id not in gold]:
+        raise ValueError(f"{normalized}: no normalized gold for product id(s) {', '.join(lost[:5])}"
+                         f"{' ...' if len(lost) > 5 else ''}; it must hold the same products as the extraction gold")
+    stats = RunStats()
+    done, seconds = _timed(normalize_found(backend, task, [r.product for r in rows], results, batch_size, stats),
+                           len(rows), "normalize", progress)
+    preds = [_normalized_prediction(r) for r in done]
+    golds = [gold[r.product.id] for r in rows]
+    score = score_extraction(golds, preds, [r.product.category for r in rows])
+    by_op: dict[str, Counts] = defaultdict(Counts)
+    for (cat, attr), c in score.by_slot.items():
+        rule = task.spec.rule_for(cat, attr)
+        by_op[rule.operation if rule else "none"].add(c)
+    mistakes = []
+    for row, res, pred in zip(rows, done, preds):
+        found = res.as_dict() if res.ok else {}
+        for s in slot_records(row.product.id, gold[row.product.id], pred):
+            if not s["correct"]:
+                mistakes.append({"title": row.product.title, "attribute": s["attribute"], "gold": s["gold"],
+                                 "extracted": found.get(s["attribute"]) if res.ok else "<failed>",
+                                 "predicted": s["predicted"]})
+    return {
+        "data": str(normalized),
+        "summary": score.summary(),
+        "operations": [{"operation": k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
+                       for k, c in sorted(by_op.items())],
+        "seconds": seconds,
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "model_calls": stats.calls},
+        "mistakes": mistakes[:: max(1, len(mistakes) // 25)][:25],
+        "predictions": [{"id": r.product.id, "attributes": p} for r, p in zip(rows, preds)],
+    }
+
+
+def _normalized_prediction(result) -> dict | None:
+    """What an extraction + normalization predicts: None (a failure) when either step failed, nothing when the
+    extraction found nothing."""
+    if not result.ok:
+        return None
+    if result.normalized is not None:
+        return result.normalized.attributes
+    return None if result.attributes else {}
 
 
 def evaluate_classification(backend, task, data: str | Path, rows: list, *, seed: int = 0,

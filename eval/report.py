@@ -70,6 +70,20 @@ def extraction_markdown(report: dict) -> str:
     for m in report["mistakes"]:
         gold = " / ".join(m["gold"]) if m["gold"] else "n/a"
         lines.append(f"| {m['title'][:70]} | {m['attribute']} | {gold} | {m['predicted']} |")
+    if e2e := report.get("end_to_end"):
+        t = e2e["summary"]
+        lines += ["", f"## Extraction then normalization, end to end (gold: {e2e['data']})", "",
+                  "| failures | precision | recall | micro-F1 | macro-F1 | normalization s |",
+                  "|---:|---:|---:|---:|---:|---:|",
+                  f"| {t['failures']} | {t['precision']:.3f} | {t['recall']:.3f} | **{t['micro_f1']:.3f}** | "
+                  f"{t['macro_f1']:.3f} | {e2e['seconds']:.0f} |", "",
+                  "| operation | slots | P | R | F1 |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {o['operation']} | {o['slots']} | {o['precision']:.2f} | {o['recall']:.2f} | {o['f1']:.2f} |"
+                  for o in e2e["operations"]]
+        lines += ["", "| title | attribute | gold | extracted | normalized |", "|---|---|---|---|---|"]
+        for m in e2e["mistakes"]:
+            gold = " / ".join(m["gold"]) if m["gold"] else "n/a"
+            lines.append(f"| {m['title'][:60]} | {m['attribute']} | {gold} | {m['extracted']} | {m['predicted']} |")
     lines += ["", "## Provenance", "", "```json", json.dumps(report["provenance"], indent=2), "```", ""]
     return "\n".join(lines)
 

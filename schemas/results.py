@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from schemas.normalization import NormalizationResult
+
 Grounding = Literal["exact", "normalized", "none"]
 
 
@@ -35,6 +37,10 @@ class ExtractionResult(BaseModel):
         default_factory=list, description="Asked-for attributes the model found absent (null)."
     )
     warnings: list[str] = Field(default_factory=list)
+    normalized: NormalizationResult | None = Field(
+        default=None, description="With a normalization spec (`facet extract --spec`): the values found, "
+        "normalized (canonical name -> value), with every change for audit."
+    )
 
     def as_dict(self) -> dict[str, str]:
         return {a.name: a.value for a in self.attributes}

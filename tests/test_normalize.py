@@ -180,6 +180,17 @@ def test_engine_normalize_takes_a_spec_file_and_plain_dicts(tmp_path, scripted):
     assert r.attributes == {"Length": "30.5", "Fit": "Slim"}
 
 
+def test_engine_extract_with_a_spec_normalizes_what_it_found(tmp_path, scripted):
+    from engine.api import Engine
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(SPEC.model_dump_json())
+    eng = Engine(backend=scripted(lambda req, _c: '{"Length":"1 ft"}'), attributes={"*": ["Length"]})
+    r = eng.extract({"title": "Acme ruler 1 ft"}, spec=spec)
+    assert r.as_dict() == {"Length": "1 ft"} and r.normalized.attributes == {"Length": "30.5"}
+    assert eng.extract({"title": "Acme ruler 1 ft"}).normalized is None
+
+
 def test_render_shows_the_question_the_rules_leave_to_the_model(tmp_path, capsys):
     from engine.cli import main
 
@@ -191,3 +202,89 @@ def test_render_shows_the_question_the_rules_leave_to_the_model(tmp_path, capsys
                  "--schema"]) == 0
     out = capsys.readouterr().out
     assert "Value: baggy" in out and "Slim | Regular" in out and "Length" not in out
+
+
+def _wdc_pair(tmp_path, offers):
+    """WDC-PAVE-shaped raw and normalized gold: ``offers`` = [(title, {attr: (raw, normalized) or None})]."""
+    raw, norm = tmp_path / "train.jsonl", tmp_path / "train_normalized.jsonl"
+    for path, k in ((raw, 0), (norm, 1)):
+        path.write_text("".join(json.dumps({"id": i, "category": "C", "input_title": title, "target_scores": {
+            a: {v[k]: {"pid": [0]}} if v else {"n/a": 1} for a, v in gold.items()}}) + "\n"
+            for i, (title, gold) in enumerate(offers)))
+    return raw, norm
+
+
+def test_eval_extract_then_normalize_scores_what_was_extracted_against_the_normalized_gold(tmp_path, scripted):
+    """End to end, as a catalogue runs it: the extracted raw values go through the rules, and the normalized gold
+    is the reference; a failed extraction is a failure, a product where nothing was found predicts nothing."""
+    from eval.datasets import read_extraction_gold, schema_from_gold
+    from eval.harness import evaluate_extraction
+    from eval.report import extraction_markdown
+    from prompts.tasks.extract import Extract
+
+    raw, norm = _wdc_pair(tmp_path, [
+        ("acme ruler 10 in", {"Length": ("10 in", "25.4"), "Brand": ("acme", "ACME"), "Color": None}),
+        ("zed tape 2 in", {"Length": ("2 in", "5.1"), "Brand": ("zed", "ZED"), "Color": None}),
+        ("plain thing", {"Length": None, "Brand": ("plain", "PLAIN"), "Color": None}),
+    ])
+    answers = {"acme ruler 10 in": '{"Length":"10 in","Brand":"acme","Color":"acme"}',
+               "zed tape 2 in": "not json", "plain thing": '{"Length":null,"Brand":null,"Color":null}'}
+
+    def script(request, _call):
+        if "Value: acme" in request.prompt[-1]["content"]:  # the colour the rules leave to the model
+            return "Black"
+        return next(a for t, a in answers.items() if t in json.dumps(request.prompt))
+
+    task = Extract(attribute_schema=schema_from_gold(read_extraction_gold(raw)))
+    report = evaluate_extraction(scripted(script), task, raw, normalize=Normalize(SPEC), normalized_gold=norm,
+                                 progress=False)
+    assert report["summary"]["tp"] == 2  # the extraction itself: raw values against raw gold
+    e2e = report["end_to_end"]
+    s = e2e["summary"]
+    assert (s["tp"], s["fp"], s["fn"], s["failures"]) == (2, 1, 3, 1)  # Color n/a -> FP; zed failed; plain missed
+    assert {o["operation"]: o["slots"] for o in e2e["operations"]} == {"unit conversion": 3, "string wrangling": 3,
+                                                                      "generalisation": 3}
+    wrong = {(m["title"], m["attribute"], m["extracted"], m["predicted"])
+             for m in e2e["mistakes"]}
+    assert wrong == {("acme ruler 10 in", "Color", "acme", "Black"), ("zed tape 2 in", "Length", "<failed>", "<failed>"),
+                     ("zed tape 2 in", "Brand", "<failed>", "<failed>"), ("plain thing", "Brand", None, None)}
+    assert "end to end" in extraction_markdown(report)
+
+
+def test_eval_extract_spec_needs_the_normalized_gold_beside_the_data(tmp_path, capsys):
+    from engine.cli import main
+
+    raw, norm = _wdc_pair(tmp_path, [("acme ruler 10 in", {"Brand": ("acme", "ACME")})])
+    norm.unlink()
+    spec = tmp_path / "spec.json"
+    spec.write_text(SPEC.model_dump_json())
+    assert main(["eval", "extract", "--data", str(raw), "--spec", str(spec), "--model", str(tmp_path / "none")]) != 0
+    assert "train_normalized.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_extract_with_a_spec_writes_the_normalized_values_beside_the_found_ones(tmp_path, scripted, monkeypatch):
+    """`facet extract --spec`: one command from product text to canonical values; each record keeps what was
+    found (the spans) and adds what it normalizes to, with the audit trail; a bad line is still an error record."""
+    import engine.cli as cli
+
+    def script(request, _call):
+        text = json.dumps(request.prompt)
+        if "Value: navy" in text:
+            return "Blue"
+        return '{"Length":"10 in","Color":"navy"}' if "Acme" in text else '{"Length":null,"Color":null}'
+
+    monkeypatch.setattr(cli, "_backend", lambda args, task="extract": scripted(script))
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "title": "Acme navy ruler 10 in"}) + "\n" + "not json\n"
+                   + json.dumps({"id": "b", "title": "Plain thing"}) + "\n")
+    attrs, spec, out = tmp_path / "attrs.json", tmp_path / "spec.json", tmp_path / "out.jsonl"
+    attrs.write_text(json.dumps({"*": ["Length", "Color"]}))
+    spec.write_text(SPEC.model_dump_json())
+    assert cli.main(["extract", str(src), "--attributes", str(attrs), "--spec", str(spec), "-o", str(out), "-q"]) == 0
+    recs = {r.get("id") or r.get("line"): r for r in map(json.loads, out.read_text().splitlines())}
+    a = recs["a"]
+    assert {x["name"]: x["value"] for x in a["attributes"]} == {"Length": "10 in", "Color": "navy"}
+    assert a["normalized"]["attributes"] == {"Length": "25.4", "Color": "Blue"}
+    assert {c["by"] for c in a["normalized"]["changes"] if c["field"] == "value"} >= {"rule:unit"}
+    assert recs["b"]["ok"] and recs["b"]["normalized"] is None  # nothing found, nothing to normalize
+    assert [r["ok"] for r in recs.values()].count(False) == 1

@@ -22,12 +22,13 @@ import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 from engine.errors import ParseError
 from engine.runner import RunStats, can_score, run_task, score_options
 from engine.types import Choice, Completion, Request
 from prompts.render import render_messages
-from schemas import ErrorRecord, Product
+from schemas import ErrorRecord, ExtractionResult, Product
 from schemas.normalization import Change, NormalizationResult, NormalizationSpec, NormRule
 
 OTHER = "other"
@@ -438,16 +439,38 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
     return done  # type: ignore[return-value]
 
 
+def normalize_found(backend, task: Normalize, products, results, batch_size: int = 16,
+                    stats: RunStats | None = None):
+    """Extraction, then normalization, as a catalogue runs them: each extraction result (in the order of
+    ``products``, which ``results`` follows) comes out with the values it found normalized in ``normalized``.
+    A product whose normalization fails keeps its extraction, with the reason in ``warnings``."""
+    pairs = iter(zip(products, results))
+    while chunk := list(islice(pairs, batch_size)):
+        todo = [i for i, (_, r) in enumerate(chunk) if isinstance(r, ExtractionResult) and r.attributes]
+        normed = dict(zip(todo, normalize_many(
+            backend, task, [chunk[i][0].model_copy(update={"attributes": chunk[i][1].as_dict()}) for i in todo],
+            stats=stats)))
+        for i, (_, r) in enumerate(chunk):
+            n = normed.get(i)
+            if n is None:
+                yield r
+            elif n.ok:
+                yield r.model_copy(update={"normalized": n})
+            else:
+                yield r.model_copy(update={"warnings": [*r.warnings, f"not normalized: {n.error}"]})
+
+
 def load_examples(path) -> list[dict]:
     """Demonstrations for the model's value choices: JSONL ``{title, category, attribute, value, answer}``, or a
     WDC-PAVE raw file with its ``_normalized`` twin beside it (every attribute's first raw and normalized value)."""
     import json
     from pathlib import Path
 
+    from eval.datasets import normalized_twin, read_normalization_gold
+
     path = Path(path)
-    twin = path.with_name(path.stem + "_normalized" + path.suffix)
+    twin = normalized_twin(path)
     if twin.is_file():
-        from eval.datasets import read_normalization_gold
 
         return [{"title": r.product.title, "category": r.product.category, "attribute": a,
                  "value": r.product.attributes[a], "answer": sorted(g)[0]}
