@@ -250,32 +250,57 @@ class VLLMBackend:
         return results
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
-        """Sum of log-probabilities of each continuation plus end of turn (prompt log-probs, one step)."""
+        """Sum of log-probabilities of each continuation plus end of turn.
+
+        Not through prompt log-probs: vLLM computes those only by re-reading the whole prompt (a request that
+        asks for them bypasses the prefix cache), so every choice of a question would pay for its prompt again.
+        Instead each continuation token is one step of decoding after the prompt and the tokens before it, with
+        that token the only one allowed and its log-probability read before the restriction (vLLM's default
+        ``raw_logprobs``): the question's prompt is computed once and served from the cache to every step of
+        every choice. Requests that are the same step of several choices (a shared first token) are asked once.
+        """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not self.can_score:
-            raise EngineError("scoring needs prompt log-probs, which vLLM's own CPU LoRA ops cannot compute "
-                              "(FACET_VLLM_CPU_LORA=0 is set); unset it, or use --merge-adapter, no adapter, or "
-                              "the transformers backend")
+            raise EngineError("scoring with LoRA on this CPU needs facet's LoRA ops (FACET_VLLM_CPU_LORA=0 is set); "
+                              "unset it, or use --merge-adapter, no adapter, or the transformers backend")
         if not requests:
             return []
         check_known(requests, self._lora if self.merged is None else {self.merged})
         end = self.tokenizer.eos_token_id
-        prompt_ids: dict[str, list[int]] = {}  # the choices of one question share its prompt: tokenize it once
-        prompts, spans = [], []
+        prompt_ids: dict[str, tuple[int, ...]] = {}  # the choices of one question share its prompt: tokenize once
+        steps: dict[tuple, int] = {}  # (adapter, tokens so far, next token) -> its position in `asks`
+        asks: list[tuple] = []
+        per_request: list[list[int]] = []
         for r in requests:
             text = self.prompt_text(r)
             if text not in prompt_ids:
-                prompt_ids[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+                prompt_ids[text] = tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
             p = prompt_ids[text]
             c = self.tokenizer(r.continuation, add_special_tokens=False).input_ids + ([end] if end is not None else [])
-            prompts.append(TokensPrompt(prompt_token_ids=p + c))
-            spans.append((len(p), len(p) + len(c)))
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outs = self._run(prompts, params, [r.adapter for r in requests], self.score_mixes)
-        scores = []
-        for o, (a, b) in zip(outs, spans):
-            ids = o.prompt_token_ids
-            scores.append(sum(float(o.prompt_logprobs[t][ids[t]].logprob) for t in range(a, b)))
-        return scores
+            mine = []
+            for j, token in enumerate(c):
+                key = (r.adapter, p + tuple(c[:j]), token)
+                if key not in steps:
+                    steps[key] = len(asks)
+                    asks.append(key)
+                mine.append(steps[key])
+            per_request.append(mine)
+        # the first step of each question alone first: it fills the cache that the other steps then read
+        # (requests scheduled together cannot share blocks none of them has computed yet)
+        first = list(dict.fromkeys(mine[0] for mine in per_request if mine))
+        done = set(first)
+        rest = [i for i in range(len(asks)) if i not in done]
+        logprob: dict[int, float] = {}
+        for batch in (first, rest):
+            if not batch:
+                continue
+            params = [SamplingParams(max_tokens=1, temperature=0.0, logprobs=0, allowed_token_ids=[asks[i][2]])
+                      for i in batch]
+            outs = self._run([TokensPrompt(prompt_token_ids=list(asks[i][1])) for i in batch], params,
+                             [asks[i][0] for i in batch], self.score_mixes)
+            for i, o in zip(batch, outs):
+                g = o.outputs[0]
+                logprob[i] = float(g.logprobs[0][asks[i][2]].logprob)
+        return [sum(logprob[i] for i in mine) for mine in per_request]
