@@ -108,7 +108,7 @@ def test_logprobs(engine):
 
 
 def test_scores_with_lora_enabled_agree_with_transformers(engine, hf):
-    """Prompt log-probs with LoRA on (vLLM's own CPU ops fail there), with and without the adapter, mixed."""
+    """Scores with LoRA on, with and without the adapter, in one call: the same as PEFT's."""
     from engine.types import ScoreRequest
 
     assert engine.can_score
