@@ -99,14 +99,15 @@ class Engine:
     def extract_many(self, products: Iterable[Any], *, spec: Any = None,
                      **normalize_options: Any) -> list[ExtractionResult | ErrorRecord]:
         """ExtractionResult or ErrorRecord per product, in input order. With ``spec`` (as :meth:`normalize_many`
-        takes it, with its options) the values found are also normalized: ``result.normalized``."""
+        takes it, with its options) the values found are also normalized: ``result.normalized``. The names stay
+        the ones asked for unless an alias or spelling maps them (``ask_names=True`` lets the model map them)."""
         items = [as_product(p, i) for i, p in enumerate(products)]
         results = run_task(self.backend, self.extract_task, items, stats=self.stats)
         if spec is None:
             return results
         from prompts.tasks.normalize import normalize_found
 
-        task = self._normalize_task(spec, **normalize_options)
+        task = self._normalize_task(spec, **{"ask_names": False, **normalize_options})  # names: as asked
         return list(normalize_found(self.backend, task, items, results, len(items) or 1, self.stats))
 
     def classify(self, product: Any, **options: Any):
@@ -163,7 +164,8 @@ class Engine:
         items = [as_product(p, i) for i, p in enumerate(products)]
         return normalize_many(LazyBackend(lambda: self.backend), task, items, stats=self.stats)
 
-    def _normalize_task(self, spec: Any, *, examples: Any = None, shots: int = 3, drop_unknown: bool = True):
+    def _normalize_task(self, spec: Any, *, examples: Any = None, shots: int = 3, drop_unknown: bool = True,
+                        ask_names: bool = True):
         from prompts.tasks.normalize import Normalize, load_examples
         from schemas.normalization import NormalizationSpec
 
@@ -172,7 +174,7 @@ class Engine:
         if isinstance(examples, (str, Path)):
             examples = load_examples(examples)
         return Normalize(spec=spec, examples=tuple(examples or ()), shots=shots, drop_unknown=drop_unknown,
-                         adapter="normalize" if "normalize" in self.config.adapters else None)
+                         ask_names=ask_names, adapter="normalize" if "normalize" in self.config.adapters else None)
 
     def complete(self, product: Any, attributes: Any = None, **options: Any):
         """Missing attribute values of one product; see :meth:`complete_many`."""

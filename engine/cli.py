@@ -364,9 +364,10 @@ def _eval_complete(args) -> int:
 
 
 def _normalize_task(args, after_extract: bool = False):
-    """``after_extract``: the normalization step of `facet eval extract --spec`, where --adapter and --examples
-    are the extractor's: the base model decides, and demonstrations come only from a WDC-PAVE file that has its
-    ``_normalized`` twin beside it (the same file as the extractor's demonstrations)."""
+    """``after_extract``: the normalization step of `facet extract --spec` / `facet eval extract --spec`, where
+    --adapter and --examples are the extractor's: the base model decides values only (names stay the ones the
+    extractor was asked for, unless an alias or spelling maps them), and demonstrations come only from a
+    WDC-PAVE file that has its ``_normalized`` twin beside it (the same file as the extractor's demonstrations)."""
     from eval.datasets import normalized_twin
     from prompts.tasks.normalize import Normalize, load_examples
     from schemas.normalization import NormalizationSpec
@@ -379,7 +380,8 @@ def _normalize_task(args, after_extract: bool = False):
         demos = None
     examples = tuple(load_examples(demos)) if demos else ()
     return Normalize(spec=spec, examples=examples, shots=args.shots, drop_unknown=not args.keep_unknown,
-                     adapter="normalize" if getattr(args, "adapter", None) and not after_extract else None)
+                     adapter="normalize" if getattr(args, "adapter", None) and not after_extract else None,
+                     ask_names=not after_extract)
 
 
 def cmd_normalize(args) -> int:

@@ -271,20 +271,23 @@ def test_extract_with_a_spec_writes_the_normalized_values_beside_the_found_ones(
         text = json.dumps(request.prompt)
         if "Value: navy" in text:
             return "Blue"
-        return '{"Length":"10 in","Color":"navy"}' if "Acme" in text else '{"Length":null,"Color":null}'
+        if "Attribute name:" in text:  # names are the ones the extractor was asked for: never remapped
+            return "Color"
+        return ('{"Length":"10 in","Color":"navy","Model":"R2"}' if "Acme" in text
+                else '{"Length":null,"Color":null,"Model":null}')
 
     monkeypatch.setattr(cli, "_backend", lambda args, task="extract": scripted(script))
     src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"id": "a", "title": "Acme navy ruler 10 in"}) + "\n" + "not json\n"
+    src.write_text(json.dumps({"id": "a", "title": "Acme navy ruler R2 10 in"}) + "\n" + "not json\n"
                    + json.dumps({"id": "b", "title": "Plain thing"}) + "\n")
     attrs, spec, out = tmp_path / "attrs.json", tmp_path / "spec.json", tmp_path / "out.jsonl"
-    attrs.write_text(json.dumps({"*": ["Length", "Color"]}))
+    attrs.write_text(json.dumps({"*": ["Length", "Color", "Model"]}))
     spec.write_text(SPEC.model_dump_json())
     assert cli.main(["extract", str(src), "--attributes", str(attrs), "--spec", str(spec), "-o", str(out), "-q"]) == 0
     recs = {r.get("id") or r.get("line"): r for r in map(json.loads, out.read_text().splitlines())}
     a = recs["a"]
-    assert {x["name"]: x["value"] for x in a["attributes"]} == {"Length": "10 in", "Color": "navy"}
-    assert a["normalized"]["attributes"] == {"Length": "25.4", "Color": "Blue"}
+    assert {x["name"]: x["value"] for x in a["attributes"]} == {"Length": "10 in", "Color": "navy", "Model": "R2"}
+    assert a["normalized"]["attributes"] == {"Length": "25.4", "Color": "Blue", "Model": "R2"}  # no rule: as found
     assert {c["by"] for c in a["normalized"]["changes"] if c["field"] == "value"} >= {"rule:unit"}
     assert recs["b"]["ok"] and recs["b"]["normalized"] is None  # nothing found, nothing to normalize
     assert [r["ok"] for r in recs.values()].count(False) == 1

@@ -232,6 +232,8 @@ class Normalize:
     fuzzy_cutoff: float = 0.85
     per_token: bool = True  # rank scored answers by mean (not summed) token log-probability
     drop_unknown: bool = True  # names the model calls "other" are dropped (irrelevant to the category)
+    ask_names: bool = True  # False: a name no alias or spelling maps is kept as written (after extraction, the
+    # names are the ones the extractor was asked for), and the model decides values only
     adapter: str | None = None
 
     def messages(self, q: Question) -> list:
@@ -383,6 +385,8 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
         named[i] = []
         for k, v in items:
             canon, how = task.canonical_name(k, p.category)
+            if canon is None and not task.ask_names:
+                canon, how = k, "none"
             if canon is None:
                 where.append((i, len(named[i])))
                 questions.append(Question(p, "name", k, v, (*task.spec.names(p.category), OTHER)))
