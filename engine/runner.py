@@ -45,7 +45,7 @@ class RunStats:
 
 
 def can_score(backend) -> bool:
-    """Whether the backend can score given answers (transformers; vLLM unless LoRA blocks prompt log-probs)."""
+    """Whether the backend can score given answers (transformers; vLLM unless its own CPU LoRA ops are in use)."""
     return hasattr(backend, "score") and getattr(backend, "can_score", True)
 
 
