@@ -475,7 +475,6 @@ def load_examples(path) -> list[dict]:
     path = Path(path)
     twin = normalized_twin(path)
     if twin.is_file():
-
         return [{"title": r.product.title, "category": r.product.category, "attribute": a,
                  "value": r.product.attributes[a], "answer": sorted(g)[0]}
                 for r in read_normalization_gold(path, twin) for a, g in r.gold.items()]
