@@ -188,6 +188,7 @@ def test_engine_extract_with_a_spec_normalizes_what_it_found(tmp_path, scripted)
     eng = Engine(backend=scripted(lambda req, _c: '{"Length":"1 ft"}'), attributes={"*": ["Length"]})
     r = eng.extract({"title": "Acme ruler 1 ft"}, spec=spec)
     assert r.as_dict() == {"Length": "1 ft"} and r.normalized.attributes == {"Length": "30.5"}
+    assert (eng.stats.done, eng.stats.failed) == (1, 0)  # one product, counted once through both steps
     assert eng.extract({"title": "Acme ruler 1 ft"}).normalized is None
 
 

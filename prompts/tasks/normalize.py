@@ -447,13 +447,17 @@ def normalize_found(backend, task: Normalize, products, results, batch_size: int
                     stats: RunStats | None = None):
     """Extraction, then normalization, as a catalogue runs them: each extraction result (in the order of
     ``products``, which ``results`` follows) comes out with the values it found normalized in ``normalized``.
-    A product whose normalization fails keeps its extraction, with the reason in ``warnings``."""
+    A product whose normalization fails keeps its extraction, with the reason in ``warnings``. ``stats`` gains
+    the normalization's calls and tokens; its products were counted done or failed by the extraction."""
     pairs = iter(zip(products, results))
     while chunk := list(islice(pairs, batch_size)):
         todo = [i for i, (_, r) in enumerate(chunk) if isinstance(r, ExtractionResult) and r.attributes]
+        level = RunStats()
         normed = dict(zip(todo, normalize_many(
             backend, task, [chunk[i][0].model_copy(update={"attributes": chunk[i][1].as_dict()}) for i in todo],
-            stats=stats)))
+            stats=level)))
+        if stats is not None:
+            stats.merge(level)
         for i, (_, r) in enumerate(chunk):
             n = normed.get(i)
             if n is None:
