@@ -24,6 +24,13 @@ def slot_records(pid: str, gold: dict, pred: dict | None) -> list[dict]:
     return out
 
 
+def _score_rows(key: str, counts, worst_first: bool = False) -> list[dict]:
+    """Report rows ``{key: name, slots, precision, recall, f1}`` from (name, Counts) pairs, in their order or
+    lowest F1 first."""
+    rows = [{key: k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1} for k, c in counts]
+    return sorted(rows, key=lambda d: d["f1"]) if worst_first else rows
+
+
 def _timed(results, total: int, desc: str, progress: bool) -> tuple[list, float]:
     """Drain a result stream under a progress bar; the results and the seconds it took."""
     from tqdm import tqdm
@@ -47,16 +54,11 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
         "extract", progress)
     preds = [r.as_dict() if r.ok else None for r in results]
     score = score_extraction([r.gold for r in rows], preds, [p.category for p in products])
-    attrs = sorted(
-        ({"attribute": a, "slots": c.slots, "precision": c.precision,
-          "recall": c.recall, "f1": c.f1} for a, c in score.by_attribute.items()),
-        key=lambda d: d["f1"],
-    )
+    attrs = _score_rows("attribute", score.by_attribute.items(), worst_first=True)
     categories = defaultdict(Counts)
     for (cat, _attr), c in score.by_slot.items():
         categories[cat].add(c)
-    cats = sorted(({"category": k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
-                   for k, c in categories.items()), key=lambda d: d["f1"])
+    cats = _score_rows("category", categories.items(), worst_first=True)
     mistakes, slots = [], []
     for row, pred in zip(rows, preds):
         for s in slot_records(row.product.id, row.gold, pred):
@@ -119,8 +121,7 @@ def _normalize_extracted(backend, task, rows: list, results: list, normalized: s
     return {
         "data": str(normalized),
         "summary": score.summary(),
-        "operations": [{"operation": k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
-                       for k, c in sorted(by_op.items())],
+        "operations": _score_rows("operation", sorted(by_op.items())),
         "seconds": seconds,
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "model_calls": stats.calls},
         "mistakes": mistakes[:: max(1, len(mistakes) // 25)][:25],
@@ -212,8 +213,7 @@ def evaluate_normalization(backend, task, data: str | Path, rows: list, *, batch
                 mistakes.append({"title": row.product.title, "attribute": attr, "operation": op,
                                  "raw": row.product.attributes[attr], "gold": sorted(gold),
                                  "predicted": pred if res.ok else f"<failed: {res.error}>", "by": decider})
-    ops = [{"operation": k, "slots": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
-           for k, c in sorted(by_op.items())]
+    ops = _score_rows("operation", sorted(by_op.items()))
     return {
         "task": "normalize",
         "data": str(data),
