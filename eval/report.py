@@ -2,47 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-import sys
 from pathlib import Path
-from typing import Any
 
-
-def file_hash(path: str | Path) -> str:
-    """sha256 (16 hex) of a file, or of a folder's files (names and contents, in name order)."""
-    path = Path(path)
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
-        return h.hexdigest()[:16]
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def hardware() -> str:
-    """What ran it: the GPU's name when torch sees one, else the CPU and its core count."""
-    import os
-
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
-
-
-def provenance(**extra: Any) -> dict:
-    return {
-        "command": " ".join(sys.argv),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "hardware": hardware(),
-        **extra,
-    }
+from engine.provenance import file_hash, hardware, provenance  # noqa: F401 - re-exported
 
 
 def extraction_markdown(report: dict) -> str:
@@ -213,4 +176,15 @@ def ranking_markdown(report: dict) -> str:
     for m in report["mistakes"]:
         pred = m["predicted"] if isinstance(m["predicted"], str) else " > ".join(m["predicted"])
         lines.append(f"| {m['query']} | {m['category'].split(' > ')[-1]} | {', '.join(m['relevant'])} | {pred} |")
+    return "\n".join(lines) + "\n"
+
+
+def query_markdown(report: dict) -> str:
+    s = report["summary"]
+    lines = [f"# Query understanding: {report['data']}", "",
+             f"{s['queries']} searches, {s['phrases']} labelled phrases. Phrase accuracy **{s['accuracy']:.3f}**; "
+             f"phrases that express an attribute: precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
+             f"F1 {s['f1']:.3f}. {report['seconds_per_product']:.2f} s per search.", "",
+             "## Mistakes", "", "| search | phrase | gold | predicted |", "|---|---|---|---|"]
+    lines += [f"| {m['query']} | {m['phrase']} | {m['gold']} | {m['predicted']} |" for m in report["mistakes"]]
     return "\n".join(lines) + "\n"
