@@ -17,6 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+# Shopify's open product taxonomy (MIT, 2025-08; LICENSE beside it): the taxonomy classify uses when none is given
+SHOPIFY_TAXONOMY = Path(__file__).parent / "data" / "shopify" / "categories.txt"
+# its attributes' values by attribute name (eval.datasets.shopify_vocabulary), for query understanding
+SHOPIFY_VALUES = Path(__file__).parent / "data" / "shopify" / "attribute_values.json"
 SEP = " > "
 
 
