@@ -10,6 +10,35 @@ from engine.errors import EngineError
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
+# the multi-task adapter facet ships (package data; rebuilt by `facet train default`): every task uses it
+# unless told otherwise (--adapter none / Engine(adapter=None) for the base model, --adapter PATH to replace it)
+SHIPPED_ADAPTER = Path(__file__).parent / "shipped" / "default"
+DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for the shipped adapter
+NONE = "none"  # --adapter none: the base model
+
+
+def shipped_tasks(path: str | Path | None = None) -> tuple[str, ...]:
+    """The tasks the shipped (multi-task) adapter (or the one at ``path``) was trained on; () when it is absent."""
+    try:
+        prov = json.loads((Path(path or SHIPPED_ADAPTER) / "facet_provenance.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    return tuple(prov.get("tasks") or (prov.get("task"),))
+
+
+def resolve_adapter(adapter: str | Path | None, task: str, model: str | None = None) -> str | None:
+    """The adapter folder a task runs with: ``default`` (or nothing given) -> the shipped adapter when it was
+    trained on ``task`` and ``model`` is the default model it was trained for, else none; ``none`` -> none (the
+    base model); anything else is a path or a served name, kept as it is."""
+    from engine.models import DEFAULT_MODEL
+
+    if adapter is None or str(adapter) == DEFAULT:
+        ok = task in shipped_tasks() and (model is None or str(model) == DEFAULT_MODEL)
+        return str(SHIPPED_ADAPTER) if ok else None
+    if str(adapter).lower() == NONE:
+        return None
+    return str(adapter)
+
 
 def check_known(requests, known, how: str = "pass it with --adapter NAME=PATH") -> None:
     """Raise one clear EngineError for the first request naming an adapter that is not in ``known``."""
@@ -67,7 +96,8 @@ def trained_attributes(adapter: str | Path | None) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | None = None) -> str | None:
+def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | None = None,
+                    task: str = "extract") -> str | None:
     """Why an extract adapter is about to be asked with prompts of another shape than it was trained on, or None:
     trained with demonstrations but asked without them (the other way round is allowed: demonstrations in front
     of a zero-shot adapter were measured), or rendered through a template whose text differs from its training
@@ -82,14 +112,15 @@ def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | No
     if shots and not with_examples:
         return (f"adapter {adapter} was trained with {shots} demonstrations per prompt from {prov.get('examples')}; "
                 f"pass those examples (--examples / examples=) for the prompts it expects")
-    trained = prov.get("template_hash")
+    trained = (prov.get("template_hashes") or {}).get(task) or prov.get("template_hash")
+    trained_template = (prov.get("templates") or {}).get(task) or prov.get("template")
     if template is not None and trained:
         try:
             now = template_hash(template)
         except OSError:
             return None  # a missing template is reported where it is rendered
-        if now != trained and not _same_but_comments(prov.get("template"), trained, template):
-            return (f"adapter {adapter} was trained on prompts from template {prov.get('template')} "
+        if now != trained and not _same_but_comments(trained_template, trained, template):
+            return (f"adapter {adapter} was trained on prompts from template {trained_template} "
                     f"(sha256 {trained}), but this run renders {template} (sha256 {now}): the adapter sees "
                     f"prompts laid out differently from its training; retrain it (facet train ...), or pass "
                     f"the template it was trained with (--template / template=)")

@@ -7,7 +7,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.adapters import prompt_mismatch, trained_attributes
+from engine import adapters as shipped_adapters
+from engine.adapters import (
+    DEFAULT,
+    prompt_mismatch,
+    resolve_adapter,
+    shipped_tasks,
+    trained_attributes,
+)
 from engine.config import EngineConfig, load_backend
 from engine.models import DEFAULT_MODEL
 from engine.runner import RunStats, run_task
@@ -50,6 +57,10 @@ class Engine:
     ``attributes`` (a path or :class:`AttributeSchema`) fixes which attributes to ask for per
     category; ``examples`` (a JSONL path or :class:`ExamplePool`) turns on few-shot prompting.
     The model loads on first use. ``backend`` may be any object with the Backend protocol.
+
+    ``adapter``: by default the adapter facet ships, one LoRA adapter for extract, classify, complete and rank
+    (normalization's model decisions use the base model); ``None`` for the base model; a folder from ``facet
+    train`` to replace it (for extraction; ``adapters={"classify": PATH, ...}`` sets one per task).
     """
 
     def __init__(
@@ -61,14 +72,24 @@ class Engine:
         shots: int = 3,
         template: str = "extract.j2",
         grounded: bool = True,
-        adapter: str | None = None,
+        adapter: str | Path | None = DEFAULT,
         taxonomy: str | Path | Any = None,
         backend: Any = None,
         **config: Any,
     ):
         adapters = dict(config.pop("adapters", {}) or {})
-        if adapter is not None:
-            adapters.setdefault("extract", adapter)
+        shipped = adapter is not None and str(adapter) == DEFAULT
+        # the shipped adapter, for the default model served here (a backend object given brings its own adapters)
+        if shipped and backend is None and config.get("backend") != "openai" and shipped_tasks() \
+                and str(model) == DEFAULT_MODEL:
+            adapters.setdefault(DEFAULT, str(shipped_adapters.SHIPPED_ADAPTER))  # one adapter, served once, for all its tasks
+            adapter = adapters[DEFAULT] if "extract" not in adapters else adapters["extract"]
+        elif shipped:
+            adapter = None
+        elif adapter is not None:
+            adapter = resolve_adapter(adapter, "extract")
+            if adapter is not None:
+                adapters.setdefault("extract", str(adapter))
         self.config = EngineConfig(model=model, adapters=adapters, **config)
         # an adapter is asked the attributes it was trained to answer
         attributes = as_schema(attributes if attributes is not None else trained_attributes(adapter))
@@ -81,11 +102,21 @@ class Engine:
             examples=examples,
             shots=shots,
             grounded=grounded,
-            adapter="extract" if "extract" in adapters else None,
+            adapter=self._adapter_name("extract"),
         )
         self.taxonomy = taxonomy
         self._backend = backend
         self.stats = RunStats()
+
+    def _adapter_name(self, task: str) -> str | None:
+        """The served adapter a task's requests name: its own when one was given, else the shipped one when it
+        was trained on that task, else none (the base model)."""
+        adapters = self.config.adapters
+        if task in adapters:
+            return task
+        if DEFAULT in adapters and task in shipped_tasks(adapters[DEFAULT]):
+            return DEFAULT
+        return None
 
     @property
     def backend(self):
@@ -123,11 +154,11 @@ class Engine:
         file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV).
         """
         from prompts.tasks.classify import Classify, classify_many, labelled_pool
-        from schemas.taxonomy import Taxonomy
+        from schemas.taxonomy import SHOPIFY_TAXONOMY, Taxonomy
 
         tax = taxonomy if taxonomy is not None else self.taxonomy
         if tax is None:
-            raise ValueError("classify needs a taxonomy: Engine(taxonomy='examples/taxonomy.json') or taxonomy=...")
+            tax = self._shopify = getattr(self, "_shopify", None) or Taxonomy.load(SHOPIFY_TAXONOMY)
         if isinstance(tax, (str, Path)):
             tax = Taxonomy.load(tax)
         elif isinstance(tax, (list, tuple)):
@@ -141,7 +172,7 @@ class Engine:
             pool = labelled_pool([(as_product(p, i), tuple(path.split(" > ")) if isinstance(path, str) else tuple(path))
                                  for i, (p, path) in enumerate(examples)])
         task = Classify(taxonomy=tax, examples=pool, shots=shots, top_k=top_k, review_below=review_below,
-                        adapter="classify" if "classify" in self.config.adapters else None)
+                        adapter=self._adapter_name("classify"))
         items = [as_product(p, i) for i, p in enumerate(products)]
         return classify_many(self.backend, task, items, stats=self.stats)
 
@@ -174,7 +205,7 @@ class Engine:
         if isinstance(examples, (str, Path)):
             examples = load_examples(examples)
         return Normalize(spec=spec, examples=tuple(examples or ()), shots=shots, drop_unknown=drop_unknown,
-                         ask_names=ask_names, adapter="normalize" if "normalize" in self.config.adapters else None)
+                         ask_names=ask_names, adapter=self._adapter_name("normalize"))
 
     def complete(self, product: Any, attributes: Any = None, **options: Any):
         """Missing attribute values of one product; see :meth:`complete_many`."""
@@ -195,13 +226,23 @@ class Engine:
             raise ValueError("complete needs the attributes each category should have: attributes=... or "
                              "Engine(attributes=...)")
         task = Complete(attribute_schema=schema, examples=as_pool(examples), shots=shots, min_confidence=min_confidence,
-                        adapter="complete" if "complete" in self.config.adapters else None)
+                        adapter=self._adapter_name("complete"))
         items = [as_product(p, i) for i, p in enumerate(products)]
         return run_task(self.backend, task, items, stats=self.stats)
 
     def rank(self, product: Any, **options: Any):
         """Attribute importance for one product; see :meth:`rank_many`."""
         return self.rank_many([product], **options)[0]
+
+    def understand_query(self, product: Any, query: str | None = None, *, read_unmatched: bool = False):
+        """Which phrase of the search goes to which of the product's attributes, and why (what :meth:`rank` uses):
+        a :class:`prompts.tasks.query.QueryUnderstanding` (``.phrases``, ``.mass()``, ``.as_dict()``). ``product``: a
+        record as for :meth:`rank` (``attributes`` with or without values, or ``rank``: names)."""
+        from prompts.tasks.rank import Rank, as_request, understanding_of
+
+        req = as_request(product, 0, query=query)
+        task = Rank(shots=0, reasons="none", adapter=self._adapter_name("rank"), read_unmatched=read_unmatched)
+        return understanding_of(self.backend, task, [req], self.stats)[0]
 
     def rank_many(self, products: Iterable[Any], *, query: str | None = None, user: str | None = None,
                   segment: str | None = None, behaviour: Any = None, examples: Any = None, shots: int = 3,
@@ -221,7 +262,7 @@ class Engine:
         if isinstance(examples, (str, Path)):
             examples = load_rank_examples(examples)
         task = Rank(examples=tuple(examples or ()), shots=shots, reasons=reasons,
-                    adapter="rank" if "rank" in self.config.adapters else None)
+                    adapter=self._adapter_name("rank"))
         reqs, errors = [], {}
         for i, p in enumerate(products):
             try:

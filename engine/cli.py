@@ -58,7 +58,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", default=DEFAULT_MODEL,
                    help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
-    m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`")
+    m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`; default: the "
+                   "adapter facet ships (for extract, classify, complete, rank); 'none': the base model")
     m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default=None,
                    help="grammar engine for constrained decoding (default: llguidance for transformers, xgrammar for "
                    "vllm, each the faster there; an openai server uses its own)")
@@ -87,11 +88,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "on the CPU build ~1.2-1.3x the products/s of LoRA (README)")
 
 
-def _add_classify_options(p: argparse.ArgumentParser, taxonomy_required: bool = True) -> None:
+def _add_classify_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("classification")
-    g.add_argument("--taxonomy", required=taxonomy_required, metavar="FILE",
+    g.add_argument("--taxonomy", metavar="FILE",
                    help="categories: Shopify categories.txt, a text file of 'Parent > Child' paths, or JSON "
-                   "(list or nested object); e.g. examples/taxonomy.json")
+                   "(list or nested object), e.g. examples/taxonomy.json; default: Shopify's product taxonomy "
+                   "(2025-08, shipped with facet; the shipped adapter was trained on it)")
     g.add_argument("--top-k", type=int, default=3, help="alternatives to return with their probabilities")
     g.add_argument("--review-below", type=float, default=0.5,
                    help="flag needs_review when the path's probability is below this (default 0.5)")
@@ -272,10 +274,10 @@ def cmd_extract(args) -> int:
 def _classify_task(args, taxonomy=None, examples=None):
     """The classify task from the options; ``taxonomy``/``examples`` (a pool) override --taxonomy/--examples."""
     from prompts.tasks.classify import Classify
-    from schemas.taxonomy import Taxonomy
+    from schemas.taxonomy import SHOPIFY_TAXONOMY, Taxonomy
 
     if taxonomy is None:
-        taxonomy = Taxonomy.load(args.taxonomy)
+        taxonomy = Taxonomy.load(args.taxonomy or SHOPIFY_TAXONOMY)
     if examples is None and args.examples:
         from eval.datasets import read_classification_gold
         from prompts.tasks.classify import labelled_pool
@@ -429,7 +431,8 @@ def _rank_task(args, examples=None):
         examples = load_rank_examples(args.examples)
     return Rank(examples=tuple(examples or ()), shots=args.shots, reasons=getattr(args, "reasons", "none"),
                 template=args.template or "rank.j2", max_input_chars=args.max_input_chars,
-                adapter="rank" if getattr(args, "adapter", None) else None)
+                adapter="rank" if getattr(args, "adapter", None) else None,
+                read_unmatched=getattr(args, "read_unmatched", False))
 
 
 def _rank_events(args, items) -> tuple:
@@ -479,6 +482,25 @@ def cmd_rank(args) -> int:
             yield from rank_many(backend, task, todo[i : i + args.batch_size], state["behaviour"], stats=stats)
 
     return _run_jsonl(args, "rank", process, to_item=to_item, prepare=prepare)
+
+
+def _eval_query(args) -> int:
+    from eval.datasets import QUERY_ATTRIBUTION, read_query_gold
+    from eval.harness import evaluate_query_attribution
+    from eval.report import query_markdown
+
+    data = args.data or QUERY_ATTRIBUTION
+    rows = read_query_gold(data)[: args.limit]
+    args.reasons = "none"
+    task = _rank_task(args)
+    backend = None if args.rules_only else _backend(args, "rank")
+    report = evaluate_query_attribution(backend, task, data, rows, model=args.model, adapter_path=args.adapter)
+    out = _write_report(args.output, report, query_markdown)
+    s = report["summary"]
+    print(f"phrase accuracy {s['accuracy']:.3f}  attribute phrases P {s['precision']:.3f} R {s['recall']:.3f} F1 "
+          f"{s['f1']:.3f} over {s['phrases']} phrases of {s['queries']} searches  {report['seconds_per_product']:.2f} "
+          f"s/search  -> {out}/report.md")
+    return 0
 
 
 def _eval_rank(args) -> int:
@@ -535,9 +557,6 @@ def cmd_render(args) -> int:
     from prompts.render import template_hash
 
     if args.task == "classify":
-        if not args.taxonomy:
-            print("facet: render --task classify needs --taxonomy FILE", file=sys.stderr)
-            return 2
         args.top_k, args.review_below, args.calibrate = 3, 0.5, False
         task = _classify_task(args)
     elif args.task == "complete":
@@ -610,6 +629,10 @@ def cmd_eval(args) -> int:
         return _eval_complete(args)
     if args.task == "rank":
         return _eval_rank(args)
+    if args.task == "query":
+        return _eval_query(args)
+    if not args.data:
+        raise ValueError(f"facet eval {args.task} needs --data FILE (the gold data)")
     from engine.config import grammar_engine
 
     normalized = None
@@ -639,14 +662,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _label_map(spec: str) -> dict[str, tuple[str, ...]]:
+    """--label-map: 'pricerunner-shopify' (built in) or a JSON file {label: "A > B > C"}."""
+    from eval.datasets import PRICERUNNER_SHOPIFY
+
+    if spec == "pricerunner-shopify":
+        return PRICERUNNER_SHOPIFY
+    return {k: tuple(x.strip() for x in v.split(">")) for k, v in json.loads(Path(spec).read_text()).items()}
+
+
 def _eval_classify(args) -> int:
-    from eval.datasets import read_classification_gold, split_by_group
+    from eval.datasets import map_class_labels, read_classification_gold, split_by_group
     from eval.harness import evaluate_classification
     from eval.report import classification_markdown, confusion_png
     from prompts.tasks.classify import labelled_pool
     from schemas.taxonomy import Taxonomy
 
     rows = read_classification_gold(args.data)
+    if args.label_map:
+        rows = map_class_labels(rows, _label_map(args.label_map))
     sample, rest = split_by_group(rows, args.limit, args.seed)
     taxonomy = Taxonomy.load(args.taxonomy) if args.taxonomy else Taxonomy([r.path for r in rows], "labels of data")
     pool = None
@@ -740,14 +774,25 @@ def serve_client_hint(model: str, adapters: list[str], host: str, port: int, gra
 def cmd_serve(args) -> int:
     import shlex
 
+    from engine import adapters as shipped
+    from engine.adapters import DEFAULT, NONE
     from engine.serve import serve_command
 
-    argv, env = serve_command(args.model, _named_adapters(args.adapter), host=args.host, port=args.port,
+    merge = args.merge_adapter
+    if args.adapter and [a.lower() for a in args.adapter] == [NONE]:
+        adapters = {}
+    elif args.adapter:
+        adapters = _named_adapters(args.adapter)
+    elif shipped.shipped_tasks() and args.model == DEFAULT_MODEL:  # the shipped adapter serves every task: merged
+        adapters, merge = {DEFAULT: str(shipped.SHIPPED_ADAPTER)}, not args.no_merge
+    else:
+        adapters = {}
+    argv, env = serve_command(args.model, adapters, host=args.host, port=args.port,
                               grammar=args.grammar, max_model_len=args.max_model_len, extra=args.vllm_args,
-                              merge=args.merge_adapter)
+                              merge=merge)
     print("facet: " + shlex.join(argv), file=sys.stderr)
-    print("facet: " + serve_client_hint(args.model, sorted(_named_adapters(args.adapter)), args.host, args.port,
-                                        args.grammar, merged=args.merge_adapter), file=sys.stderr)
+    print("facet: " + serve_client_hint(args.model, sorted(adapters), args.host, args.port,
+                                        args.grammar, merged=merge), file=sys.stderr)
     if args.dry_run:
         return 0
     import importlib.util
@@ -826,7 +871,37 @@ def _bench_backends(args, task, products) -> int:
 def cmd_train(args) -> int:
     from finetune.train import TrainConfig, train_from_args
 
+    if args.task == "default":
+        return _train_default(args)
+    if not args.train or not args.output:
+        raise ValueError(f"facet train {args.task} needs --train FILE (the training data) and -o FOLDER")
     return train_from_args(args, TrainConfig)
+
+
+def _train_default(args) -> int:
+    """The shipped multi-task adapter, rebuilt from a data folder (see finetune/default.py)."""
+    import torch
+
+    from engine import adapters as shipped
+    from finetune.default import Recipe, train_default
+    from finetune.train import TrainConfig
+
+    data = Path(args.data)
+    if not (data / "oa-mine" / "train.jsonl").is_file():
+        raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
+                         f"(pass --data DIR)")
+    cfg = TrainConfig(task="default", model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
+                      batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
+                      bf16=args.bf16, device=args.device, batching=args.batching, layers=args.layers,
+                      max_len=args.max_len or 640, patience=args.patience)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(args.output or shipped.SHIPPED_ADAPTER)
+    recipe = Recipe(seed=args.seed, **({"tasks": tuple(args.tasks.split(","))} if args.tasks else {}))
+    prov = train_default(data, out, cfg, recipe, resume=args.resume, command=" ".join(["facet", *sys.argv[1:]]))
+    print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
+          f"{prov['train_tokens_per_s']:.0f} tokens/s, best val loss {prov['best_val_loss']})", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -908,6 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reasons", choices=["evidence", "model", "none"], default="evidence",
                    help="'evidence' (default): what the search named, the model's weight, the behaviour share; "
                    "'model': a reason written by the model (slower, and a small model's are often wrong)")
+    g.add_argument("--read-unmatched", action="store_true",
+                   help="also let the model attribute search words that no rule matches (values the taxonomy "
+                   "does not list); off by default, see docs/benchmarks.md")
     _add_model_options(p)
     p.set_defaults(func=cmd_rank)
 
@@ -926,8 +1004,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
-    p.add_argument("task", choices=["extract", "classify", "normalize", "complete", "rank"])
-    p.add_argument("--data", required=True, help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract and complete; "
+    p.add_argument("task", choices=["extract", "classify", "normalize", "complete", "rank", "query"],
+                   help="query: which phrase of a search goes to which attribute (rank's query understanding), on "
+                   "hand-labelled searches (default --data: eval/data/query_attribution.jsonl)")
+    p.add_argument("--read-unmatched", action="store_true", help="rank, query: the model also reads search words "
+                   "no rule attributes")
+    p.add_argument("--rules-only", action="store_true", help="query: the rules alone (no model is loaded)")
+    p.add_argument("--data", help="gold data: JSONL (OA-Mine / WDC-PAVE) for extract and complete; "
                    "PriceRunner CSV or JSONL {title, category} for classify; WDC-PAVE train.jsonl (with "
                    "train_normalized.jsonl beside it) for normalize; WANDS query.csv for rank (--taxonomy: the "
                    "Shopify taxonomy folder, default shopify-taxonomy beside the data's folder)")
@@ -936,8 +1019,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N records")
     p.add_argument("-o", "--output", default="runs/eval", help="folder for report.json and report.md")
     p.add_argument("--seed", type=int, default=0, help="classify: seed of the random sample of --limit rows")
+    p.add_argument("--label-map", metavar="NAME|FILE",
+                   help="classify: map the data's labels onto --taxonomy paths: 'pricerunner-shopify' (PriceRunner's "
+                   "10 categories on Shopify's taxonomy, built in) or a JSON file {label: 'A > B > C'}")
     _add_task_options(p)
-    _add_classify_options(p, taxonomy_required=False)
+    _add_classify_options(p)
     _add_normalize_options(p, spec_required=False, prompt=False)
     p.add_argument("--min-confidence", type=float, default=0.5, help="complete: abstain below this confidence")
     p.set_defaults(func=cmd_eval)
@@ -981,7 +1067,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="model to serve (also its served name)")
     p.add_argument("--adapter", action="append", metavar="[NAME=]PATH",
-                   help="LoRA adapter to serve (repeatable); NAME defaults to the task it was trained for")
+                   help="LoRA adapter to serve (repeatable); NAME defaults to the task it was trained for. "
+                   "Default: the shipped adapter, merged into the weights and served as 'default' (clients: "
+                   "--adapter default); 'none': the base model only")
+    p.add_argument("--no-merge", action="store_true",
+                   help="serve the shipped adapter as LoRA beside the base model instead of merged")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--grammar", choices=["xgrammar", "llguidance"], default="xgrammar",
@@ -994,9 +1084,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS", help="extra arguments for vLLM, after --")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task")
-    p.add_argument("task", choices=["extract", "classify", "complete", "rank"])
-    p.add_argument("--train", required=True, help="extract, complete: JSONL (OA-Mine/WDC format or facet examples); "
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task, or rebuild the shipped one (default)")
+    p.add_argument("task", choices=["default", "extract", "classify", "complete", "rank"],
+                   help="'default' rebuilds the adapter facet ships (all tasks, one adapter) from --data")
+    p.add_argument("--data", default="../shared/data", metavar="DIR",
+                   help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
+    p.add_argument("--tasks", metavar="LIST", help="default: train only these tasks (comma-separated)")
+    p.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="LoRA on the top N decoder layers only (faster: the backward pass stops below them)")
+    p.add_argument("--patience", type=int, default=1, help="epochs without a lower validation loss before stopping")
+    p.add_argument("--train", help="extract, complete: JSONL (OA-Mine/WDC format or facet examples); "
                    "classify: PriceRunner CSV or JSONL {title, category}; rank: a Shopify taxonomy folder "
                    "(synthetic queries: an allowed value + the category name) or JSONL rank demonstrations")
     p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (default: the labels of --train)")
@@ -1006,7 +1103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-records", type=int, default=None, help="classify: train on a seeded sample of this many; "
                    "rank from a taxonomy: synthetic queries to make (default 2000)")
     p.add_argument("--val", help="validation JSONL (for early stopping)")
-    p.add_argument("-o", "--output", required=True, help="adapter folder to write")
+    p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': the shipped adapter "
+                   "inside the package)")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--epochs", type=float, default=3)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -1036,11 +1134,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_adapter(args) -> None:
+    """--adapter left out (or 'default'): the shipped adapter, for the tasks it was trained on; 'none': the base
+    model. A server's adapters are names it serves, so the openai backend only takes 'none' from this."""
+    from engine.adapters import NONE, resolve_adapter
+
+    if args.command in ("serve", "train") or not hasattr(args, "adapter"):
+        return
+    if getattr(args, "backend", "transformers") == "openai":
+        if args.adapter and args.adapter.lower() == NONE:
+            args.adapter = None
+        return
+    task = {"eval": getattr(args, "task", None), "render": getattr(args, "task", None), "bench": "extract"}.get(
+        args.command, args.command)
+    args.adapter = resolve_adapter(args.adapter, task, getattr(args, "model", None))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "batch_size") and args.batch_size is None:
         args.batch_size = 16 if getattr(args, "backend", "transformers") == "transformers" else 128
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="facet: %(message)s")
+    _default_adapter(args)
     from engine.errors import FacetError
 
     try:

@@ -29,6 +29,7 @@ class TrainConfig(BaseModel):
     task: str = "extract"
     model: str = "smollm2-135m"
     rank: int = 16
+    layers: int | None = None  # LoRA on the top N decoder layers only (the backward pass stops below them)
     alpha: int | None = None  # default 2 x rank
     dropout: float = 0.05
     lr: float = 3e-4
@@ -52,13 +53,18 @@ class TrainConfig(BaseModel):
         return self.alpha or 2 * self.rank
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, n_layers: int | None = None):
     from peft import LoraConfig
 
     if cfg.rank not in VLLM_RANKS:
         raise ValueError(f"--rank {cfg.rank} cannot be served by vLLM; use one of {VLLM_RANKS}")
+    extra = {}
+    if cfg.layers:
+        if n_layers is None or not 0 < cfg.layers <= n_layers:
+            raise ValueError(f"--layers {cfg.layers}: the model has {n_layers} decoder layers")
+        extra = {"layers_to_transform": list(range(n_layers - cfg.layers, n_layers)), "layers_pattern": "layers"}
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha(), lora_dropout=cfg.dropout,
-                      target_modules=list(TARGET_MODULES), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(TARGET_MODULES), bias="none", task_type="CAUSAL_LM", **extra)
 
 
 def epoch_plan(lengths: list[int], size: int, rng: random.Random | None, batching: str = "length") -> list[list[int]]:
@@ -173,7 +179,7 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = torch.device(pick_device(cfg.device))
-    model = get_peft_model(model.to(device), lora_config(cfg))
+    model = get_peft_model(model.to(device), lora_config(cfg, model.config.num_hidden_layers))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

