@@ -90,6 +90,43 @@ def read_classification_gold(path: str | Path) -> list[ClassGold]:
     return rows
 
 
+# PriceRunner's 10 categories on Shopify's taxonomy (2025-08), so that classification into the taxonomy users get
+# can be trained and scored. Shopify has no fridge-freezer category: "Fridge Freezers" goes to Refrigerators with
+# "Fridges". "Digital Cameras" is not a leaf in Shopify (compact, DSLR, mirrorless, ...): a prediction anywhere
+# under it counts as right (see ``within_gold``).
+PRICERUNNER_SHOPIFY: dict[str, tuple[str, ...]] = {
+    label: tuple(path.split(" > ")) for label, path in {
+        "Mobile Phones": "Electronics > Communications > Telephony > Mobile & Smart Phones",
+        "TVs": "Electronics > Video > Televisions",
+        "CPUs": "Electronics > Electronics Accessories > Computer Components > Computer Processors",
+        "Digital Cameras": "Cameras & Optics > Cameras > Digital Cameras",
+        "Fridges": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Refrigerators",
+        "Fridge Freezers": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Refrigerators",
+        "Freezers": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Freezers",
+        "Dishwashers": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Dishwashers",
+        "Microwaves": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Microwave Ovens",
+        "Washing Machines": "Home & Garden > Household Appliances > Laundry Appliances > Washing Machines",
+    }.items()}
+
+
+def map_class_labels(rows: list[ClassGold], mapping: dict[str, tuple[str, ...]]) -> list[ClassGold]:
+    """The rows with each one-level label replaced by its path in ``mapping``; an unmapped label is an error."""
+    out = []
+    for r in rows:
+        label = " > ".join(r.path)
+        if label not in mapping:
+            raise ValueError(f"label {label!r} of {r.product.id} has no path in the label map "
+                             f"(known: {', '.join(sorted(mapping))})")
+        out.append(ClassGold(r.product, tuple(mapping[label]), r.group))
+    return out
+
+
+def within_gold(gold: tuple[str, ...], pred: tuple[str, ...]) -> tuple[str, ...]:
+    """The prediction cut to the gold's depth when it lies at or below the gold node (a gold path that is not a
+    leaf, e.g. Shopify's Digital Cameras, is right for any of its sub-categories); else unchanged."""
+    return gold if tuple(pred[: len(gold)]) == tuple(gold) else tuple(pred)
+
+
 def split_by_group(rows: list[ClassGold], n: int | None, seed: int = 0) -> tuple[list[ClassGold], list[ClassGold]]:
     """A seeded random sample of ``n`` rows to evaluate, and the rest minus every group that appears in the
     sample (a demonstration pool that never shows another offer of a product being evaluated)."""
@@ -169,6 +206,20 @@ def read_shopify_attributes(folder: str | Path) -> tuple[dict[str, list[ShopifyA
     cats = json.loads((folder / "category_attributes.json").read_text(encoding="utf-8"))["categories"]
     out = {c["full_name"]: [by_handle[h] for h in c["attributes"] if h in by_handle] for c in cats.values()}
     return out, list(out)
+
+
+def shopify_vocabulary(folder: str | Path) -> dict:
+    """Shopify's attribute values by attribute name, for query understanding (what ships as
+    ``schemas/data/shopify/attribute_values.json``): ``{"values": {name: [values]}, "extends": {name: base}}``;
+    an extended attribute ('Cover color') has its base's values ('Color'). 'Other' is not a value."""
+    attrs = json.loads((Path(folder) / "attributes.json").read_text(encoding="utf-8"))["attributes"]
+    values, extends = {}, {}
+    for a in attrs:
+        values[a["name"]] = [v["name"] for v in a.get("values", ()) if v["name"] != "Other"]
+        for e in a.get("extended_attributes", ()):
+            extends[e["name"]] = a["name"]
+    return {"source": "Shopify product taxonomy " + json.loads((Path(folder) / "attributes.json").read_text(
+        encoding="utf-8")).get("version", ""), "licence": "MIT", "values": values, "extends": extends}
 
 
 def match_category(name: str, categories: list[str], roots: tuple[str, ...] = WANDS_ROOTS) -> str:
@@ -251,3 +302,28 @@ def read_rank_gold(path: str | Path, taxonomy: str | Path | None = None, min_att
             rows.append(RankGold(RankRequest(product=product, names=tuple(a.name for a in attrs), query=query),
                                  labels, cls, cat))
     return rows, skipped
+
+
+@dataclass(frozen=True)
+class QueryGold:
+    request: RankRequest
+    phrases: dict[str, str | None]  # phrase of the query -> the attribute it expresses (None: none)
+
+
+QUERY_ATTRIBUTION = Path(__file__).parent / "data" / "query_attribution.jsonl"
+
+
+def read_query_gold(path: str | Path = QUERY_ATTRIBUTION) -> list[QueryGold]:
+    """Hand-labelled searches (``eval/data/query_attribution.jsonl``: query, Shopify category, its attribute
+    names, phrase -> attribute or null). The product is the category alone, with attribute names only."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            leaf = rec["category"].split(" > ")[-1]
+            product = Product(id=f"q{n}", title=leaf, category=leaf)
+            rows.append(QueryGold(RankRequest(product=product, names=tuple(rec["attributes"]), query=rec["query"]),
+                                  rec["phrases"]))
+    return rows

@@ -166,3 +166,29 @@ def reciprocal_rank(order: Sequence[str], relevant) -> float:
     """1 / position of the first relevant item (0.0 when none is in ``order``)."""
     rel = set(relevant)
     return next((1.0 / i for i, x in enumerate(order or (), 1) if x in rel), 0.0)
+
+
+def score_query_attribution(golds: list[dict[str, str | None]], predicted: list[list[tuple[int, int, str | None]]],
+                            queries: list[str]) -> dict:
+    """Phrase -> attribute accuracy. Each gold phrase takes the attribute of the predicted phrase that covers its
+    first word (predicted: (start, end, attribute) per phrase). Accuracy over all labelled phrases; precision,
+    recall and F1 over the phrases that express an attribute (a wrong attribute is an FP and an FN)."""
+    right = total = tp = fp = fn = 0
+    wrong = []
+    for gold, pred, query in zip(golds, predicted, queries, strict=True):
+        for phrase, want in gold.items():
+            at = query.find(phrase)
+            got = next((a for s, e, a in pred if s <= at < e), None)
+            total += 1
+            right += got == want
+            if want is not None and got == want:
+                tp += 1
+            else:
+                fp += got is not None
+                fn += want is not None
+            if got != want:
+                wrong.append({"query": query, "phrase": phrase, "gold": want, "predicted": got})
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"phrases": total, "accuracy": right / total if total else 0.0, "precision": p, "recall": r,
+            "f1": 2 * p * r / (p + r) if p + r else 0.0, "mistakes": wrong}

@@ -81,12 +81,20 @@ class Event(BaseModel):
         return list(self.attributes) if isinstance(self.attributes, dict) else list(self.attributes)
 
 
+class QueryPhrase(BaseModel):
+    text: str
+    attribute: str | None = Field(description="the attribute the phrase expresses; None: none of the candidates")
+    probability: float = 0.0
+    evidence: str = ""
+
+
 class RankedAttribute(BaseModel):
     name: str
     weight: float = Field(description="final importance; the weights of one ranking sum to 1")
     model_weight: float = Field(description="the model's prior weight (before behaviour)")
     query_match: str | None = Field(
-        default=None, description="the words of the query that name this attribute or its value (rule evidence)")
+        default=None, description="the phrase(s) of the query attributed to this attribute (see ``phrases``)")
+    query_share: float = Field(default=0.0, description="how much of the search speaks of this attribute (0-1)")
     behaviour_share: float | None = Field(
         default=None, description="share of the observed (decayed, weighted) behaviour on this attribute; None "
         "when no events apply")
@@ -102,6 +110,8 @@ class RankingResult(BaseModel):
     segment: str | None = None
     ranking: list[RankedAttribute]
     events_used: float = Field(default=0.0, description="weighted behaviour mass blended in (0: model only)")
+    phrases: list[QueryPhrase] = Field(default_factory=list, description="the search, phrase by phrase: which "
+                                       "attribute each expresses and the evidence")
     warnings: list[str] = Field(default_factory=list)
 
     def order(self) -> list[str]:

@@ -75,7 +75,7 @@ def test_a_bad_pick_becomes_an_error_record_and_the_rest_go_on(scripted):
 def test_attributes_the_query_names_come_first(tiny_backend):
     [res, _] = rank_many(tiny_backend, Rank(), reqs(query="blue velvet sofas"))
     assert set(res.order()[:2]) == {"Color", "Upholstery material"}
-    assert res.ranking[0].query_match in ("blue", "velvet") and "the search names" in res.ranking[0].reason
+    assert res.ranking[0].query_match in ("blue", "velvet") and "the search says" in res.ranking[0].reason
     assert res.ranking[2].query_match is None and math.isclose(sum(r.weight for r in res.ranking), 1.0)
 
 

@@ -7,11 +7,12 @@ otherwise the order is decoded one pick per round under a choice constraint over
 ranked, and the weights come from the picks' probabilities by stick-breaking
 (w_k = p_k * prod_{j<k} (1 - p_j), the last name takes what is left).
 
-Then two rules, each keeping the weights summing to 1:
+Then two steps, each keeping the weights summing to 1:
 
-* query evidence, where a rule can decide: an attribute whose name or value the query spells out (whole
-  words, case/plural-insensitive) gets one pseudo-weight, w_a = (p_a + [a named]) / (1 + m) for m named
-  attributes, which puts every named attribute above every other one, in the model's order among themselves;
+* query understanding (:mod:`prompts.tasks.query`): each phrase of the search is attributed to the attribute it
+  expresses (the record's value, a measure, a taxonomy value, the name; the model where several fit), and
+  each attribute gets the share e_a of the search that speaks of it: w_a = (p_a + e_a) / (1 + sum e), which puts
+  an attribute the search plainly asks for above every other one, in the model's order among themselves;
 * behaviour events move the weights by the rule in :mod:`engine.behaviour`.
 
 The final order is by final weight. Reasons are ``evidence`` (default: what the query named, the model's
@@ -32,7 +33,6 @@ from engine.errors import ParseError, json_object_answer
 from engine.runner import RunStats, can_score, run_task, score_options, softmax
 from engine.types import Choice, Completion, JsonSchema, Request
 from prompts.render import render_messages
-from prompts.spans import mentions
 from prompts.tasks.extract import clip_product
 from schemas import ErrorRecord, Product
 from schemas.ranking import RankedAttribute, RankingResult, RankRequest
@@ -92,6 +92,7 @@ class Rank:
     reason_chars: int = 60
     max_input_chars: int = 1000
     adapter: str | None = None
+    read_unmatched: bool = False  # ask the model about search phrases no rule attributes (measured: see docs)
 
     def demos(self, req: RankRequest) -> list[dict]:
         """The ``shots`` examples most like this request (word overlap of title + query), never one about a
@@ -193,24 +194,36 @@ def model_weights(backend, task: Rank, reqs: list[RankRequest], stats: RunStats,
     return out
 
 
-def query_evidence(req: RankRequest) -> dict[str, str]:
-    """Attribute -> the words of the query that spell out its value (or else its name)."""
-    if not req.query:
-        return {}
-    out = {}
-    for n in req.names:
-        value = req.product.attributes.get(n)
-        if value and mentions(req.query, value):
-            out[n] = value
-        elif mentions(req.query, n):
-            out[n] = n
-    return out
+def phrase_chooser(backend, task: Rank, stats: RunStats):
+    """The model's choice among the attributes a phrase fits: each candidate scored as the answer to the ranking
+    prompt with the phrase (and the product's category) as the search, the question the shipped adapter was
+    trained on. None when the backend cannot score (the phrase is then shared evenly)."""
+    if not can_score(backend):
+        return None
+
+    def choose(asks):
+        questions = []
+        for req, phrase in asks:
+            leaf = (req.product.category or req.product.title).split(" > ")[-1]
+            sub = RankRequest(product=req.product, names=phrase.candidates, query=f"{phrase.text} {leaf}".lower())
+            questions.append((tuple(task.messages(sub)), phrase.candidates))
+        return [softmax(lp) for lp in score_options(backend, questions, task.adapter, stats)]
+
+    return choose
 
 
-def _evidence_reason(r: RankedAttribute, res: RankingResult) -> str:
+def understanding_of(backend, task: Rank, reqs: list[RankRequest], stats: RunStats | None = None):
+    """:class:`prompts.tasks.query.QueryUnderstanding` per request, the model deciding ambiguous phrases."""
+    from prompts.tasks.query import understand_many
+
+    return understand_many(reqs, phrase_chooser(backend, task, stats if stats is not None else RunStats()),
+                           unmatched=task.read_unmatched)
+
+
+def _evidence_reason(r: RankedAttribute, res: RankingResult, search: str | None = None) -> str:
     parts = []
-    if r.query_match:
-        parts.append(f"the search names {r.query_match!r}")
+    if search:
+        parts.append(search)
     parts.append(f"model weight {r.model_weight:.0%}")
     if r.behaviour_share is not None:
         who = f"user {res.user}" if res.user else f"segment {res.segment}"
@@ -221,14 +234,20 @@ def _evidence_reason(r: RankedAttribute, res: RankingResult) -> str:
 def rank_many(backend, task: Rank, reqs: list[RankRequest], behaviour: Behaviour | None = None,
               stats: RunStats | None = None, retries: int = 1) -> list[RankingResult | ErrorRecord]:
     """Rank each request's attributes; results in input order, an ErrorRecord per failed item."""
+    from schemas.ranking import QueryPhrase
+
     stats = stats if stats is not None else RunStats()
     results: list[RankingResult | ErrorRecord] = []
-    for req, prior in zip(reqs, model_weights(backend, task, reqs, stats, retries)):
+    priors = model_weights(backend, task, reqs, stats, retries)
+    for req, prior, seen in zip(reqs, priors, understanding_of(backend, task, reqs, stats), strict=True):
         if isinstance(prior, ErrorRecord):
             results.append(prior)
             continue
-        named = query_evidence(req)
-        weights = {n: (p + (n in named)) / (1 + len(named)) for n, p in prior.items()}
+        share = seen.mass()
+        evidence = seen.evidence()
+        named = {n: ", ".join(p.text for p in ps) for n, ps in evidence.items()}
+        why = {n: "; ".join(p.reason() for p in ps) for n, ps in evidence.items()}
+        weights = {n: (p + share.get(n, 0.0)) / (1 + sum(share.values())) for n, p in prior.items()}
         final, shares, mass = (behaviour.blend(weights, req.user, req.segment) if behaviour is not None
                                else (weights, None, 0.0))
         model_order = {n: k for k, n in enumerate(prior)}
@@ -236,11 +255,14 @@ def rank_many(backend, task: Rank, reqs: list[RankRequest], behaviour: Behaviour
         res = RankingResult(
             id=req.product.id, query=req.query, user=req.user, segment=req.segment, events_used=mass,
             warnings=clip_product(req.product, task.max_input_chars)[1],
+            phrases=[QueryPhrase(text=p.text, attribute=p.attribute, probability=p.probability, evidence=p.evidence)
+                     for p in seen.phrases],
             ranking=[RankedAttribute(name=n, weight=final[n], model_weight=prior[n], query_match=named.get(n),
-                                     behaviour_share=shares[n] if shares else None) for n in order])
+                                     query_share=share.get(n, 0.0), behaviour_share=shares[n] if shares else None)
+                     for n in order])
         if task.reasons == "evidence":
             for r in res.ranking:
-                r.reason = _evidence_reason(r, res)
+                r.reason = _evidence_reason(r, res, why.get(r.name))
         results.append(res)
     if task.reasons == "model":
         ok = [i for i, r in enumerate(results) if r.ok]
