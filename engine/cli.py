@@ -41,7 +41,9 @@ def _add_task_options(p: argparse.ArgumentParser, model: bool = True) -> None:
                    help="built-in template name or path to your own .j2 (default: the task's, e.g. extract.j2)")
     g.add_argument("--free", action="store_true",
                    help="let values be any string (default: values are constrained to spans of the product text)")
-    g.add_argument("--max-input-chars", type=int, default=2000, help="truncate title+description beyond this")
+    g.add_argument("--max-input-chars", type=int, default=None,
+                   help="truncate title+description beyond this (default: the task's, e.g. 2000 for extract, 1000 "
+                   "for rank)")
     if model:
         _add_model_options(p)
 
@@ -141,6 +143,12 @@ def _add_normalize_options(p: argparse.ArgumentParser, spec_required: bool = Tru
                        "answer}, or WDC-PAVE train.jsonl with train_normalized.jsonl beside it")
 
 
+def _clip(args) -> dict:
+    """--max-input-chars when given; else each task keeps its own default (one place: the task's dataclass)."""
+    n = getattr(args, "max_input_chars", None)
+    return {"max_input_chars": n} if n else {}
+
+
 def _task(args, attribute_schema=None):
     from engine.adapters import prompt_mismatch, trained_attributes
     from prompts.examples import ExamplePool
@@ -158,7 +166,7 @@ def _task(args, attribute_schema=None):
         print(f"facet: warning: {warning}", file=sys.stderr)
     return Extract(
         template=template, attribute_schema=attribute_schema, examples=examples, shots=args.shots,
-        grounded=not args.free, max_input_chars=args.max_input_chars,
+        grounded=not args.free, **_clip(args),
         max_new_tokens=getattr(args, "max_new_tokens", None),
         adapter="extract" if getattr(args, "adapter", None) else None,
     )
@@ -284,7 +292,7 @@ def _classify_task(args, taxonomy=None, examples=None):
 
         examples = labelled_pool([(r.product, r.path) for r in read_classification_gold(args.examples)])
     return Classify(taxonomy=taxonomy, examples=examples, shots=args.shots, top_k=args.top_k,
-                    review_below=args.review_below, template=args.template or "classify.j2",
+                    review_below=args.review_below, template=args.template or "classify.j2", **_clip(args),
                     calibrate=getattr(args, "calibrate", False),
                     adapter="classify" if getattr(args, "adapter", None) else None)
 
@@ -332,7 +340,7 @@ def _complete_task(args, schema=None):
                          "(JSON category -> attribute list, e.g. examples/attributes.json)")
     return Complete(attribute_schema=schema, examples=ExamplePool.from_jsonl(args.examples) if args.examples else None,
                     shots=args.shots, min_confidence=args.min_confidence, template=args.template or "complete.j2",
-                    max_input_chars=args.max_input_chars, adapter="complete" if adapter else None)
+                    **_clip(args), adapter="complete" if adapter else None)
 
 
 def cmd_complete(args) -> int:
@@ -430,7 +438,7 @@ def _rank_task(args, examples=None):
     if examples is None and args.examples:
         examples = load_rank_examples(args.examples)
     return Rank(examples=tuple(examples or ()), shots=args.shots, reasons=getattr(args, "reasons", "none"),
-                template=args.template or "rank.j2", max_input_chars=args.max_input_chars,
+                template=args.template or "rank.j2", **_clip(args),
                 adapter="rank" if getattr(args, "adapter", None) else None,
                 read_unmatched=getattr(args, "read_unmatched", False))
 
@@ -676,13 +684,16 @@ def _eval_classify(args) -> int:
     from eval.harness import evaluate_classification
     from eval.report import classification_markdown, confusion_png
     from prompts.tasks.classify import labelled_pool
-    from schemas.taxonomy import Taxonomy
+    from schemas.taxonomy import SHOPIFY_TAXONOMY, Taxonomy
 
     rows = read_classification_gold(args.data)
     if args.label_map:
         rows = map_class_labels(rows, _label_map(args.label_map))
     sample, rest = split_by_group(rows, args.limit, args.seed)
-    taxonomy = Taxonomy.load(args.taxonomy) if args.taxonomy else Taxonomy([r.path for r in rows], "labels of data")
+    if args.taxonomy or args.label_map:  # labels mapped onto a taxonomy: Shopify's unless another is given
+        taxonomy = Taxonomy.load(args.taxonomy or SHOPIFY_TAXONOMY)
+    else:
+        taxonomy = Taxonomy([r.path for r in rows], "labels of data")
     pool = None
     if args.examples:
         if Path(args.examples).resolve() == Path(args.data).resolve():
@@ -731,7 +742,8 @@ def cmd_bench(args) -> int:
     backend = _backend(args)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     schemas = [task.schema(p) for p in products[: args.schemas]]
-    report = {"grammar": grammar_compile(backend.tokenizer, schemas),
+    # grammar compile times are facet's local engines; an OpenAI-compatible server compiles its own
+    report = {"grammar": grammar_compile(backend.tokenizer, schemas) if args.backend != "openai" else {},
               "throughput": throughput(backend, task, products, sizes),
               "provenance": provenance(model=args.model, adapter=args.adapter, data=str(args.data),
                                        examples=args.examples)}
@@ -789,7 +801,7 @@ def cmd_serve(args) -> int:
         adapters = {}
     argv, env = serve_command(args.model, adapters, host=args.host, port=args.port,
                               grammar=args.grammar, max_model_len=args.max_model_len, extra=args.vllm_args,
-                              merge=merge)
+                              merge=merge, dry_run=args.dry_run)
     print("facet: " + shlex.join(argv), file=sys.stderr)
     print("facet: " + serve_client_hint(args.model, sorted(adapters), args.host, args.port,
                                         args.grammar, merged=merge), file=sys.stderr)
@@ -883,17 +895,17 @@ def _train_default(args) -> int:
     import torch
 
     from engine import adapters as shipped
-    from finetune.default import Recipe, train_default
+    from finetune.default import SHIPPED_TRAINING, Recipe, train_default
     from finetune.train import TrainConfig
 
     data = Path(args.data)
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
-    cfg = TrainConfig(task="default", model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
-                      batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
-                      bf16=args.bf16, device=args.device, batching=args.batching, layers=args.layers,
-                      max_len=args.max_len or 640, patience=args.patience)
+    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
+    cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
+                      seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
+                      patience=args.patience, **{**SHIPPED_TRAINING, **{k: v for k, v in given.items() if v is not None}})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(args.output or shipped.SHIPPED_ADAPTER)
@@ -979,7 +991,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rank_options(p)
     g = _add_demo_options(p, "demonstrations: records as above plus \"answer\": the attribute that matters most",
                           "rank.j2")
-    g.add_argument("--max-input-chars", type=int, default=1000, help="truncate title+description beyond this")
+    g.add_argument("--max-input-chars", type=int, default=None,
+                   help="truncate title+description beyond this (default 1000, rank's own default)")
     g.add_argument("--reasons", choices=["evidence", "model", "none"], default="evidence",
                    help="'evidence' (default): what the search named, the model's weight, the behaviour share; "
                    "'model': a reason written by the model (slower, and a small model's are often wrong)")
@@ -1003,7 +1016,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(p, model=False)
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("eval", help="score a task on gold data (metric of shared/data/README.md)")
+    p = sub.add_parser("eval", help="score a task on gold data (extraction: the published OA-Mine / WDC-PAVE metric, exact-match micro-F1 over gold slots; see eval/metrics.py)")
     p.add_argument("task", choices=["extract", "classify", "normalize", "complete", "rank", "query"],
                    help="query: which phrase of a search goes to which attribute (rank's query understanding), on "
                    "hand-labelled searches (default --data: eval/data/query_attribution.jsonl)")
@@ -1106,9 +1119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': the shipped adapter "
                    "inside the package)")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--epochs", type=float, default=3)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3; default: 1)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4; default: 5e-4)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16; default: 32 on the top 10 layers)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -1134,6 +1147,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """-q: no progress bars from the libraries either (transformers' weight loading, huggingface_hub)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TQDM_DISABLE"] = "1"  # read by tqdm (>= 4.66) for every bar made after this
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers' own bars ("Loading weights")
+
+
 def _default_adapter(args) -> None:
     """--adapter left out (or 'default'): the shipped adapter, for the tasks it was trained on; 'none': the base
     model. A server's adapters are names it serves, so the openai backend only takes 'none' from this."""
@@ -1156,6 +1179,8 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size = 16 if getattr(args, "backend", "transformers") == "transformers" else 128
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="facet: %(message)s")
     _default_adapter(args)
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
     from engine.errors import FacetError
 
     try:

@@ -27,7 +27,7 @@ from engine.errors import EngineError
 
 def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.1", port: int = 8000,
                   grammar: str = "xgrammar", max_model_len: int = 4096, extra: list[str] | None = None,
-                  cpu: bool | None = None, merge: bool = False,
+                  cpu: bool | None = None, merge: bool = False, dry_run: bool = False,
                   env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The server's argv and environment (pure apart from resolving the model folder).
 
@@ -45,7 +45,7 @@ def serve_command(model: str, adapters: dict[str, str], *, host: str = "127.0.0.
         if len(adapters) != 1:
             raise EngineError("--merge-adapter serves exactly one adapter")
         (served, path), = adapters.items()
-        folder, adapters = merged_model(folder, path), {}
+        folder, adapters = merged_model(folder, path, build=not dry_run), {}
     if cpu is None:
         cpu = on_cpu()
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),

@@ -1,4 +1,4 @@
-"""Extraction metric of the OA-Mine / WDC-PAVE line of work (see shared/data/README.md).
+"""Extraction metric of the OA-Mine / WDC-PAVE line of work (exact match, micro-F1 over the gold slots).
 
 One slot per (product, attribute) present in the gold; predictions for other attributes are
 ignored. A missing key, "n/a" or null predicts no value.

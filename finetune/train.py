@@ -361,7 +361,7 @@ def _rank_data(args, cfg: TrainConfig):
         examples = _read_training(load_rank_examples, source)
         report.usable = len(examples)
     train_rows, val_rows = _split(list(examples), cfg, args.val, lambda path: list(load_rank_examples(path)))
-    task = _rank_task(argparse_ns(args, examples=None, shots=0, max_input_chars=1000))  # rank's inference default
+    task = _rank_task(argparse_ns(args, examples=None, shots=0))  # rank's own clip default, as at inference
     return task.template, rank_pairs(task, train_rows, report), rank_pairs(task, val_rows), report, {}, {
         "synthetic_from": str(source) if source.is_dir() else None}
 
@@ -396,7 +396,8 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     from finetune.data import encode
     from prompts.render import template_hash
 
-    cfg = TrainConfig(task=args.task, model=args.model, rank=args.rank, lr=args.lr, epochs=args.epochs,
+    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": getattr(args, "layers", None)}
+    cfg = TrainConfig(task=args.task, model=args.model, **{k: v for k, v in given.items() if v is not None},
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
                       bf16=args.bf16, device=getattr(args, "device", "auto"),
                       batching=getattr(args, "batching", "length"),

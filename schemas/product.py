@@ -25,9 +25,11 @@ class Product(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def _id_to_str(cls, v):
-        if isinstance(v, bool) or v is None:
-            raise ValueError("id must be a string or number")
-        if isinstance(v, float) and v.is_integer():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"id must be a string or an integer, not {type(v).__name__} {v!r}")
+        if isinstance(v, float):
+            if not v.is_integer():
+                raise ValueError(f"id must be a string or an integer, not {v!r}")
             v = int(v)
         return str(v)
 

@@ -209,3 +209,42 @@ def test_grammar_engine_defaults_to_the_faster_one_per_backend():
     assert EngineConfig(backend="vllm").grammar_engine == "xgrammar"
     assert EngineConfig(backend="vllm", grammar="llguidance").grammar_engine == "llguidance"
     assert EngineConfig(backend="openai").grammar_engine is None  # the server's own
+
+
+def test_an_id_that_is_not_a_string_or_integer_is_an_error_record(tmp_path):
+    from engine.io import read_products
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": ["a"], "title": "x"}\n{"id": {"k": 1}, "title": "y"}\n{"id": 2.5, "title": "z"}\n'
+                 '{"id": 7, "title": "ok"}\n{"id": "p8", "title": "ok"}\n')
+    lines = list(read_products(f))
+    assert [line.product.id if line.product else None for line in lines] == [None, None, None, "7", "p8"]
+    assert all("id must be a string or an integer" in str(line.error) for line in lines[:3])
+
+
+def test_quiet_runs_print_no_progress_bars(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": "1", "title": "Red cotton shirt"}\n')
+    run = subprocess.run([sys.executable, "-m", "engine.cli", "extract", str(f), "-o", str(tmp_path / "o.jsonl"),
+                          "--model", str(tiny_model_dir), "-q", "--max-new-tokens", "8"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Loading weights" not in run.stderr and "it/s]" not in run.stderr, run.stderr
+
+
+def test_help_never_points_at_files_outside_the_product():
+    import contextlib
+    import io
+
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subs.items():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            sub.parse_args(["--help"])
+        assert "shared/data/README" not in out.getvalue(), name

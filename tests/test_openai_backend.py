@@ -183,3 +183,16 @@ def test_batch_job_resumes_after_the_server_dies_with_no_loss_or_duplicates(serv
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["id"] for r in recs) == sorted(f"p{i}" for i in range(10))
     assert all(r["ok"] for r in recs) and len(alive.bodies) == 6
+
+
+def test_bench_runs_against_a_server(server, tmp_path, capsys):
+    """facet bench with the openai backend: no local tokenizer to time grammars with, throughput still measured."""
+    data = tmp_path / "gold.jsonl"
+    data.write_text("".join(json.dumps({"input": f"Brand{i} mug", "category": "Mug",
+                                        "target_scores": {"Brand": {f"Brand{i}": 1}}}) + "\n" for i in range(3)))
+    srv = server(lambda body, n: (200, chat(brand_of(body))))
+    assert main(["bench", "--data", str(data), "--backend", "openai", "--base-url", srv.url, "--model", "m",
+                 "--limit", "3", "--batch-sizes", "2", "-o", str(tmp_path / "bench.json")]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["grammar"] == {} and report["throughput"][0]["batch_size"] == 2
+    assert "compiled by the server" in capsys.readouterr().out

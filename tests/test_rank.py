@@ -223,3 +223,13 @@ def test_rank_adapter_trains_on_synthetic_taxonomy_queries(tmp_path, tiny_model_
     prov = json.loads((out / "facet_provenance.json").read_text())
     assert prov["task"] == "rank" and prov["synthetic_from"] == str(folder) and prov["train_data_hash"]
     assert (out / "adapter_config.json").is_file()
+
+
+def test_every_command_clips_rank_input_at_ranks_own_default():
+    """render, eval and rank build the same rank task (it once clipped at 2000 in render/eval, 1000 in rank)."""
+    from engine.cli import _rank_task, build_parser
+
+    parse = build_parser().parse_args
+    for argv in (["rank", "x.jsonl"], ["render", "x.jsonl", "--task", "rank"], ["eval", "rank", "--data", "q.csv"]):
+        assert _rank_task(parse(argv)).max_input_chars == Rank().max_input_chars == 1000, argv
+    assert _rank_task(parse(["rank", "x.jsonl", "--max-input-chars", "50"])).max_input_chars == 50

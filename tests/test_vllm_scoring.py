@@ -6,11 +6,17 @@ token is one decoding step, allowed alone, its raw log-prob read back, and the q
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("vllm")
+# needs the vllm package (not a model): under the vllm marker, and a failure rather than a skip where vLLM is
+# required (make test / CI set FACET_REQUIRE_VLLM=1)
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None and os.environ.get("FACET_REQUIRE_VLLM") != "1",
+    reason="vLLM is not installed (make setup-vllm)")]
 
 
 class FakeLLM:

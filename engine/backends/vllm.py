@@ -44,8 +44,9 @@ def lora_rank(adapters: dict[str, str]) -> int:
     return next(r for r in VLLM_RANKS if r >= need)
 
 
-def merged_model(base: Path, adapter: str | Path) -> Path:
-    """Base weights with the LoRA folded in, saved once as a plain HF folder (cached by content)."""
+def merged_model(base: Path, adapter: str | Path, build: bool = True) -> Path:
+    """Base weights with the LoRA folded in, saved once as a plain HF folder (cached by content); ``build``
+    False: only the folder's path (for a dry run)."""
     from engine.models import cache_dir
 
     adapter = Path(adapter)
@@ -54,7 +55,7 @@ def merged_model(base: Path, adapter: str | Path) -> Path:
         digest.update(f.name.encode() + f.read_bytes())
     digest.update(str(base.resolve()).encode())
     target = cache_dir() / "merged" / f"{base.name}-{adapter.name}-{digest.hexdigest()[:12]}"
-    if (target / "config.json").is_file():
+    if (target / "config.json").is_file() or not build:
         return target
     import torch
     from peft import PeftModel
