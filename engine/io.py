@@ -39,6 +39,31 @@ def describe_validation(exc: Exception) -> str:
     return "; ".join(parts)
 
 
+def parse_line(raw: bytes, number: int, default_id: str | None = None) -> Line:
+    """One input line (bytes) as a :class:`Line`: a validated Product, or the reason it is not one. A record
+    without an id gets ``default_id`` (default: its line number)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Line(number, None, InputError(f"invalid UTF-8 at byte {exc.start}; re-save the file as UTF-8",
+                                             line=number))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Line(number, None, InputError(
+            f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object", line=number),
+            raw=text.strip()[:200])
+    if not isinstance(data, dict):
+        return Line(number, None, InputError(f"expected a JSON object, got {type(data).__name__}", line=number),
+                    raw=data)
+    data.setdefault("id", default_id or str(number))
+    rid = str(data.get("id"))
+    try:
+        return Line(number, Product.model_validate(data), None, raw=data)
+    except ValidationError as exc:
+        return Line(number, None, InputError(describe_validation(exc), line=number, record_id=rid), raw=data)
+
+
 def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
     """Yield one :class:`Line` per non-blank input line, valid or not. ``-`` reads stdin."""
     if source == "-" or source is None:
@@ -57,37 +82,15 @@ def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
         for number, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield Line(number, None, InputError(
-                    f"invalid UTF-8 at byte {exc.start}; re-save the file as UTF-8", line=number))
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield Line(number, None, InputError(
-                    f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
-                    line=number), raw=text.strip()[:200])
-                continue
-            if not isinstance(data, dict):
-                yield Line(number, None, InputError(
-                    f"expected a JSON object, got {type(data).__name__}", line=number), raw=data)
-                continue
-            data.setdefault("id", str(number))
-            rid = str(data.get("id"))
-            try:
-                product = Product.model_validate(data)
-            except ValidationError as exc:
-                yield Line(number, None, InputError(describe_validation(exc), line=number, record_id=rid), raw=data)
-                continue
-            if product.id in seen:
-                yield Line(number, None, InputError(
+            line = parse_line(raw, number)
+            product = line.product
+            if product is not None and product.id in seen:
+                line = Line(number, None, InputError(
                     f"duplicate id {product.id!r} (first seen on line {seen[product.id]}); ids must be unique",
-                    line=number, record_id=product.id), raw=data)
-                continue
-            seen[product.id] = number
-            yield Line(number, product, None, raw=data)
+                    line=number, record_id=product.id), raw=line.raw)
+            elif product is not None:
+                seen[product.id] = number
+            yield line
     finally:
         if close:
             fh.close()

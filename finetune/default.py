@@ -176,6 +176,10 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
         "train_data_hashes": source_hashes(data), "never_used": list(FORBIDDEN),
         "git_commit": git_commit(), "recipe": recipe.__dict__ | {"tasks": list(recipe.tasks)}, "pairs": counts, "command": command})
     to_half(Path(output))
+    if cfg.model == "smollm2-135m":  # not this machine's cache path: the adapter travels
+        conf = Path(output) / "adapter_config.json"
+        conf.write_text(json.dumps({**json.loads(conf.read_text()),
+                                    "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}, indent=2))
     return prov
 
 

@@ -43,20 +43,24 @@ def random_lora(default_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(default_model_dir, random_lora):
+    from engine.adapters import SHIPPED_ADAPTER
     from engine.backends.vllm import VLLMBackend
 
-    backend = VLLMBackend(default_model_dir, adapters={"rand": random_lora}, max_model_len=2048)
+    backend = VLLMBackend(default_model_dir, adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER)},
+                          max_model_len=2048)
     yield backend
     backend.close()
 
 
 @pytest.fixture(scope="module")
 def hf(default_model_dir, random_lora):
+    from engine.adapters import SHIPPED_ADAPTER
     from engine.backends.transformers import TransformersBackend
     from engine.models import load_model, load_tokenizer
 
     return TransformersBackend(load_model(default_model_dir), load_tokenizer(default_model_dir),
-                               adapters={"rand": random_lora}, grammar_engine="xgrammar")  # vLLM's grammar engine
+                               adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER)},
+                               grammar_engine="xgrammar")  # vLLM's grammar engine
 
 
 def test_every_constraint_kind_is_enforced_and_json_is_compact(engine):
@@ -98,6 +102,22 @@ def test_adapter_answers_match_transformers(engine, hf):
     prompts = [PROMPT, [{"role": "user", "content": "Name three colours of running shoes."}]]
     reqs = [Request(p, None, max_new_tokens=16, adapter="rand") for p in prompts]
     assert [c.text for c in engine.generate(reqs)] == [c.text for c in hf.generate(reqs)]
+
+
+def test_the_shipped_adapter_loads_in_vllm_and_answers_as_in_peft(engine, hf):
+    """The committed adapter (fp16, LoRA on the top layers only) is served by vLLM with PEFT's answers."""
+    from engine.io import read_products
+    from engine.runner import run_task
+    from prompts.tasks.extract import Extract
+    from schemas import load_attribute_schema
+
+    products = [line.product for line in read_products("examples/products.jsonl") if line.product][:6]
+    task = Extract(attribute_schema=load_attribute_schema("examples/attributes.json"), adapter="shipped")
+    a = [r.model_dump() for r in run_task(engine, task, products)]
+    b = [r.model_dump() for r in run_task(hf, task, products)]
+    base = [r.model_dump() for r in run_task(hf, Extract(attribute_schema=task.attribute_schema), products)]
+    assert sum(x == y for x, y in zip(a, b, strict=True)) >= len(products) - 1
+    assert a != base  # the adapter is applied, not silently dropped
 
 
 def test_logprobs(engine):

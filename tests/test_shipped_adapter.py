@@ -1,0 +1,170 @@
+"""The adapter facet ships: used by default, replaceable, loadable by PEFT and vLLM, with its provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import adapters as shipped
+from engine.adapters import SHIPPED_ADAPTER, adapter_problems, resolve_adapter, shipped_tasks
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("extract", "complete", "classify", "rank")
+
+
+@pytest.fixture()
+def fake_shipped(tmp_path, monkeypatch):
+    """A stand-in for the shipped adapter folder (only its provenance is read by the resolution)."""
+    folder = tmp_path / "default"
+    folder.mkdir()
+    (folder / "facet_provenance.json").write_text(json.dumps({"task": "default", "tasks": list(TASKS)}))
+    monkeypatch.setattr(shipped, "SHIPPED_ADAPTER", folder)
+    return folder
+
+
+def test_the_shipped_adapter_is_the_default_for_the_tasks_it_was_trained_on(fake_shipped):
+    assert shipped_tasks() == TASKS
+    for task in TASKS:
+        assert resolve_adapter(None, task) == str(fake_shipped)
+        assert resolve_adapter("default", task, "smollm2-135m") == str(fake_shipped)
+    assert resolve_adapter(None, "normalize") is None  # not trained on it: the base model decides
+    assert resolve_adapter("none", "extract") is None
+    assert resolve_adapter("NONE", "classify") is None
+    assert resolve_adapter("my/adapter", "extract") == "my/adapter"
+    assert resolve_adapter(None, "extract", "/some/other/model") is None  # trained for the default base only
+
+
+def test_cli_commands_get_the_shipped_adapter_unless_told_otherwise(fake_shipped):
+    from engine.cli import _default_adapter, build_parser
+
+    def adapter(*argv):
+        args = build_parser().parse_args(list(argv))
+        _default_adapter(args)
+        return args.adapter
+
+    assert adapter("extract", "x.jsonl") == str(fake_shipped)
+    assert adapter("classify", "x.jsonl") == str(fake_shipped)
+    assert adapter("complete", "x.jsonl", "--attributes", "a.json") == str(fake_shipped)
+    assert adapter("rank", "x.jsonl") == str(fake_shipped)
+    assert adapter("eval", "classify", "--data", "d.csv") == str(fake_shipped)
+    assert adapter("normalize", "x.jsonl", "--spec", "s.json") is None
+    assert adapter("extract", "x.jsonl", "--adapter", "none") is None
+    assert adapter("extract", "x.jsonl", "--adapter", "runs/mine") == "runs/mine"
+    assert adapter("extract", "x.jsonl", "--model", "/tiny") is None
+    # a server's adapters are names it serves: no default folder is sent to it
+    assert adapter("extract", "x.jsonl", "--backend", "openai") is None
+    assert adapter("extract", "x.jsonl", "--backend", "openai", "--adapter", "default") == "default"
+
+
+def test_engine_names_one_shipped_adapter_for_all_its_tasks(fake_shipped):
+    from engine.api import Engine
+
+    eng = Engine()
+    assert eng.config.adapters == {"default": str(fake_shipped)}  # loaded once, whatever the number of tasks
+    assert eng.extract_task.adapter == "default"
+    assert eng._adapter_name("classify") == eng._adapter_name("rank") == eng._adapter_name("complete") == "default"
+    assert eng._adapter_name("normalize") is None
+    assert Engine(adapter=None).config.adapters == {}
+    assert Engine(adapter=None).extract_task.adapter is None
+    own = Engine(adapters={"classify": "runs/cls"})
+    assert own._adapter_name("classify") == "classify" and own._adapter_name("extract") == "default"
+
+
+def test_requests_carry_the_shipped_adapter(fake_shipped, scripted):
+    """What reaches the backend: the extract request names the shipped adapter (and None with adapter=None)."""
+    from engine.api import Engine
+
+    seen = []
+
+    def answer(req, _n):
+        seen.append(req.adapter)
+        return '{"Brand":"Levi\'s"}'
+
+    eng = Engine()
+    eng._backend = scripted(answer)
+    eng.extract({"id": "p1", "title": "Levi's 501 Jeans"})
+    base = Engine(adapter=None)
+    base._backend = scripted(answer)
+    base.extract({"id": "p1", "title": "Levi's 501 Jeans"})
+    assert seen == ["default", None]
+
+
+# -- the shipped files themselves (committed, so these never skip) ------------------------------------------
+
+def _provenance() -> dict:
+    return json.loads((SHIPPED_ADAPTER / "facet_provenance.json").read_text())
+
+
+def test_shipped_adapter_is_present_small_half_precision_and_servable():
+    from safetensors import safe_open
+
+    weights = SHIPPED_ADAPTER / "adapter_model.safetensors"
+    assert weights.is_file(), "the shipped adapter is missing: rebuild it with `facet train default`"
+    size = sum(f.stat().st_size for f in SHIPPED_ADAPTER.iterdir())
+    assert size < 25 * 2**20, f"shipped adapter is {size / 2**20:.1f} MiB"
+    with safe_open(str(weights), "pt") as fh:
+        dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}
+    assert dtypes == {"torch.float16"}
+    assert adapter_problems(json.loads((SHIPPED_ADAPTER / "adapter_config.json").read_text())) == []
+    assert not (SHIPPED_ADAPTER / "attributes.json").exists()  # open extraction by default
+
+
+def test_shipped_adapter_records_where_it_came_from():
+    from prompts.render import template_hash
+
+    prov = _provenance()
+    assert set(prov["tasks"]) == set(TASKS)
+    assert prov["command"].startswith("facet train default")
+    assert set(prov["train_data_hashes"]) == {"oa-mine/train.jsonl", "oa-mine/train_extra.jsonl",
+                                              "pricerunner/dev.csv", "shopify-taxonomy/categories.txt",
+                                              "shopify-taxonomy/attributes.json",
+                                              "shopify-taxonomy/category_attributes.json"}
+    assert not any("validation" in f or "wands" in f or "wdc" in f for f in prov["train_data_hashes"])
+    assert prov["git_commit"] and prov["base_model"]
+    # the prompts it was trained on are the ones inference renders today
+    for task, name in prov["templates"].items():
+        assert template_hash(name) == prov["template_hashes"][task], f"{name} changed since the adapter was trained"
+    assert {"extract", "classify", "complete", "rank"} <= set(prov.get("metrics", {}))
+
+
+@pytest.mark.slow
+def test_shipped_adapter_loads_in_peft_and_answers_the_readme_example(default_model_dir):
+    from engine.api import Engine
+
+    r = Engine(threads=2).extract({"id": "p1", "title": "Levi's 501 Original Fit Jeans, Dark Stonewash, W32 L34"})
+    assert r.ok
+    assert r.as_dict().get("Brand") == "Levi's"
+
+
+# -- the recipe that rebuilds it (facet train default) --------------------------------------------------------
+
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "oa-mine").exists(), reason=f"{DATA} not present")
+
+
+@needs_data
+def test_the_recipe_trains_on_no_row_that_is_measured():
+    from eval.datasets import PRICERUNNER_SHOPIFY, map_class_labels, read_classification_gold, split_by_group
+    from finetune.default import Recipe, build
+
+    built = build(DATA, Recipe(classify_titles=60, rank_queries=40, complete_titles=60))
+    assert set(built.pairs) == set(TASKS) and all(built.pairs[t] and built.val[t] for t in TASKS)
+    prompts = [json.dumps(m) for t in built.pairs for m, _a in built.pairs[t] + built.val[t]]
+    validation = [json.loads(line)["input"] for line in (DATA / "oa-mine/validation.jsonl").open()]
+    assert not any(json.dumps(title)[1:-1] in p for title in validation[:60] for p in prompts)
+    rows = map_class_labels(read_classification_gold(DATA / "pricerunner/dev.csv"), PRICERUNNER_SHOPIFY)
+    sample, _ = split_by_group(rows, 200, 0)  # what `facet eval classify --limit 200 --seed 0` scores
+    held = {r.product.title for r in sample}
+    cls = [m[-1]["content"] for m, _a in built.pairs["classify"]]
+    assert not any(f"Title: {t}\n" in c for t in held for c in cls)
+    # every classify answer is a child offered at its level of Shopify's taxonomy
+    assert all(a in m[-1]["content"].split("Choose one: ")[1] for m, a in built.pairs["classify"])
+
+
+def test_train_default_refuses_a_folder_without_the_data(tmp_path, capsys):
+    from engine.cli import main
+
+    assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    assert "pass --data DIR" in capsys.readouterr().err
