@@ -102,19 +102,20 @@ class Engine:
             examples=examples,
             shots=shots,
             grounded=grounded,
-            adapter=self._adapter_name("extract"),
+            adapter=self._adapter_name("extract", examples is not None),
         )
         self.taxonomy = taxonomy
         self._backend = backend
         self.stats = RunStats()
 
-    def _adapter_name(self, task: str) -> str | None:
+    def _adapter_name(self, task: str, demonstrations: bool = False) -> str | None:
         """The served adapter a task's requests name: its own when one was given, else the shipped one when it
-        was trained on that task, else none (the base model)."""
+        was trained on that task and the prompts carry no demonstrations (its training prompts had none; with
+        them the base model answers better, measured), else none (the base model)."""
         adapters = self.config.adapters
         if task in adapters:
             return task
-        if DEFAULT in adapters and task in shipped_tasks(adapters[DEFAULT]):
+        if DEFAULT in adapters and task in shipped_tasks(adapters[DEFAULT]) and not demonstrations:
             return DEFAULT
         return None
 
@@ -172,7 +173,7 @@ class Engine:
             pool = labelled_pool([(as_product(p, i), tuple(path.split(" > ")) if isinstance(path, str) else tuple(path))
                                  for i, (p, path) in enumerate(examples)])
         task = Classify(taxonomy=tax, examples=pool, shots=shots, top_k=top_k, review_below=review_below,
-                        adapter=self._adapter_name("classify"))
+                        adapter=self._adapter_name("classify", pool is not None))
         items = [as_product(p, i) for i, p in enumerate(products)]
         return classify_many(self.backend, task, items, stats=self.stats)
 
@@ -226,7 +227,7 @@ class Engine:
             raise ValueError("complete needs the attributes each category should have: attributes=... or "
                              "Engine(attributes=...)")
         task = Complete(attribute_schema=schema, examples=as_pool(examples), shots=shots, min_confidence=min_confidence,
-                        adapter=self._adapter_name("complete"))
+                        adapter=self._adapter_name("complete", examples is not None))
         items = [as_product(p, i) for i, p in enumerate(products)]
         return run_task(self.backend, task, items, stats=self.stats)
 
@@ -262,7 +263,7 @@ class Engine:
         if isinstance(examples, (str, Path)):
             examples = load_rank_examples(examples)
         task = Rank(examples=tuple(examples or ()), shots=shots, reasons=reasons,
-                    adapter=self._adapter_name("rank"))
+                    adapter=self._adapter_name("rank", bool(examples)))
         reqs, errors = [], {}
         for i, p in enumerate(products):
             try:

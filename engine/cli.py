@@ -65,7 +65,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=DEFAULT_MODEL,
                    help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
     m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`; default: the "
-                   "adapter facet ships (for extract, classify, complete, rank); 'none': the base model")
+                   "adapter facet ships (extract, classify, complete, rank; without --examples, as it was trained; "
+                   "'default' forces it); 'none': the base model")
     m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default=None,
                    help="grammar engine for constrained decoding (default: llguidance for transformers, xgrammar for "
                    "vllm, each the faster there; an openai server uses its own)")
@@ -1189,8 +1190,9 @@ def _quiet_libraries() -> None:
 
 
 def _default_adapter(args) -> None:
-    """--adapter left out (or 'default'): the shipped adapter, for the tasks it was trained on; 'none': the base
-    model. A server's adapters are names it serves, so the openai backend only takes 'none' from this."""
+    """--adapter left out (or 'default'): the shipped adapter, for the tasks it was trained on, when the prompts
+    carry no demonstrations (its training prompts had none); 'none': the base model. A server's adapters are names
+    it serves, so the openai backend only takes 'none' from this."""
     from engine.adapters import NONE, resolve_adapter
 
     if args.command in ("serve", "train") or not hasattr(args, "adapter"):
@@ -1201,6 +1203,10 @@ def _default_adapter(args) -> None:
         return
     task = {"eval": getattr(args, "task", None), "render": getattr(args, "task", None), "bench": "extract"}.get(
         args.command, args.command)
+    if args.adapter is None and getattr(args, "examples", None):
+        # the shipped adapter was trained on prompts without demonstrations; with them the base model answers
+        # (measured better), unless asked: --adapter default
+        return
     args.adapter = resolve_adapter(args.adapter, task, getattr(args, "model", None))
 
 

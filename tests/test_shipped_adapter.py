@@ -53,6 +53,9 @@ def test_cli_commands_get_the_shipped_adapter_unless_told_otherwise(fake_shipped
     assert adapter("extract", "x.jsonl", "--adapter", "none") is None
     assert adapter("extract", "x.jsonl", "--adapter", "runs/mine") == "runs/mine"
     assert adapter("extract", "x.jsonl", "--model", "/tiny") is None
+    # it was trained without demonstrations: with --examples the base model answers, unless it is asked for
+    assert adapter("extract", "x.jsonl", "--examples", "demos.jsonl") is None
+    assert adapter("classify", "x.jsonl", "--examples", "l.jsonl", "--adapter", "default") == str(fake_shipped)
     # a server's adapters are names it serves: no default folder is sent to it
     assert adapter("extract", "x.jsonl", "--backend", "openai") is None
     assert adapter("extract", "x.jsonl", "--backend", "openai", "--adapter", "default") == "default"
@@ -68,6 +71,7 @@ def test_engine_names_one_shipped_adapter_for_all_its_tasks(fake_shipped):
     assert eng._adapter_name("normalize") is None
     assert Engine(adapter=None).config.adapters == {}
     assert Engine(adapter=None).extract_task.adapter is None
+    assert Engine(examples=ROOT / "examples/demonstrations.jsonl").extract_task.adapter is None  # demonstrations
     own = Engine(adapters={"classify": "runs/cls"})
     assert own._adapter_name("classify") == "classify" and own._adapter_name("extract") == "default"
 
