@@ -155,11 +155,11 @@ class Engine:
         file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV).
         """
         from prompts.tasks.classify import Classify, classify_many, labelled_pool
-        from schemas.taxonomy import SHOPIFY_TAXONOMY, Taxonomy
+        from schemas.taxonomy import Taxonomy, shopify_taxonomy_file
 
         tax = taxonomy if taxonomy is not None else self.taxonomy
         if tax is None:
-            tax = self._shopify = getattr(self, "_shopify", None) or Taxonomy.load(SHOPIFY_TAXONOMY)
+            tax = self._shopify = getattr(self, "_shopify", None) or Taxonomy.load(shopify_taxonomy_file())
         if isinstance(tax, (str, Path)):
             tax = Taxonomy.load(tax)
         elif isinstance(tax, (list, tuple)):

@@ -100,7 +100,8 @@ def _add_classify_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--taxonomy", metavar="FILE",
                    help="categories: Shopify categories.txt, a text file of 'Parent > Child' paths, or JSON "
                    "(list or nested object), e.g. examples/taxonomy.json; default: Shopify's product taxonomy "
-                   "(2025-08, shipped with facet; the shipped adapter was trained on it)")
+                   "(categories.txt of $FACET_SHOPIFY_TAXONOMY, else shared/data/shopify-taxonomy beside the "
+                   "checkout; the shipped adapter was trained on it)")
     g.add_argument("--top-k", type=int, default=3, help="alternatives to return with their probabilities")
     g.add_argument("--review-below", type=float, default=0.5,
                    help="flag needs_review when the path's probability is below this (default 0.5)")
@@ -314,10 +315,10 @@ def cmd_extract(args) -> int:
 def _classify_task(args, taxonomy=None, examples=None):
     """The classify task from the options; ``taxonomy``/``examples`` (a pool) override --taxonomy/--examples."""
     from prompts.tasks.classify import Classify
-    from schemas.taxonomy import SHOPIFY_TAXONOMY, Taxonomy
+    from schemas.taxonomy import Taxonomy, shopify_taxonomy_file
 
     if taxonomy is None:
-        taxonomy = Taxonomy.load(args.taxonomy or SHOPIFY_TAXONOMY)
+        taxonomy = Taxonomy.load(args.taxonomy or shopify_taxonomy_file())
     if examples is None and args.examples:
         from eval.datasets import read_classification_gold
         from prompts.tasks.classify import labelled_pool
@@ -716,14 +717,14 @@ def _eval_classify(args) -> int:
     from eval.harness import evaluate_classification
     from eval.report import classification_markdown, confusion_png
     from prompts.tasks.classify import labelled_pool
-    from schemas.taxonomy import SHOPIFY_TAXONOMY, Taxonomy
+    from schemas.taxonomy import Taxonomy, shopify_taxonomy_file
 
     rows = read_classification_gold(args.data)
     if args.label_map:
         rows = map_class_labels(rows, _label_map(args.label_map))
     sample, rest = split_by_group(rows, args.limit, args.seed)
     if args.taxonomy or args.label_map:  # labels mapped onto a taxonomy: Shopify's unless another is given
-        taxonomy = Taxonomy.load(args.taxonomy or SHOPIFY_TAXONOMY)
+        taxonomy = Taxonomy.load(args.taxonomy or shopify_taxonomy_file())
     else:
         taxonomy = Taxonomy([r.path for r in rows], "labels of data")
     pool = None

@@ -208,20 +208,6 @@ def read_shopify_attributes(folder: str | Path) -> tuple[dict[str, list[ShopifyA
     return out, list(out)
 
 
-def shopify_vocabulary(folder: str | Path) -> dict:
-    """Shopify's attribute values by attribute name, for query understanding (what ships as
-    ``schemas/data/shopify/attribute_values.json``): ``{"values": {name: [values]}, "extends": {name: base}}``;
-    an extended attribute ('Cover color') has its base's values ('Color'). 'Other' is not a value."""
-    attrs = json.loads((Path(folder) / "attributes.json").read_text(encoding="utf-8"))["attributes"]
-    values, extends = {}, {}
-    for a in attrs:
-        values[a["name"]] = [v["name"] for v in a.get("values", ()) if v["name"] != "Other"]
-        for e in a.get("extended_attributes", ()):
-            extends[e["name"]] = a["name"]
-    return {"source": "Shopify product taxonomy " + json.loads((Path(folder) / "attributes.json").read_text(
-        encoding="utf-8")).get("version", ""), "licence": "MIT", "values": values, "extends": extends}
-
-
 def match_category(name: str, categories: list[str], roots: tuple[str, ...] = WANDS_ROOTS) -> str:
     """The category whose last level is most like ``name`` (Jaccard of singular content words; ties: more
     words shared with the full path, then the shorter path), among categories under ``roots``."""

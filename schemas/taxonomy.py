@@ -17,10 +17,29 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-# Shopify's open product taxonomy (MIT, 2025-08; LICENSE beside it): the taxonomy classify uses when none is given
-SHOPIFY_TAXONOMY = Path(__file__).parent / "data" / "shopify" / "categories.txt"
-# its attributes' values by attribute name (eval.datasets.shopify_vocabulary), for query understanding
-SHOPIFY_VALUES = Path(__file__).parent / "data" / "shopify" / "attribute_values.json"
+# Shopify's open product taxonomy (MIT): a folder with categories.txt, attributes.json, category_attributes.json,
+# read where it lies (never copied into facet): $FACET_SHOPIFY_TAXONOMY, else shared/data/shopify-taxonomy beside the
+# checkout. classify uses its categories when no taxonomy is given; ranking reads its attributes' values.
+SHOPIFY_ENV = "FACET_SHOPIFY_TAXONOMY"
+
+
+def shopify_folder(required: bool = True) -> Path | None:
+    """The Shopify taxonomy folder, or (``required`` False) None when there is none; else a clear error."""
+    import os
+
+    env = os.environ.get(SHOPIFY_ENV)
+    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "shopify-taxonomy"
+    if (folder / "categories.txt").is_file():
+        return folder
+    if not required:
+        return None
+    raise FileNotFoundError(f"no Shopify taxonomy at {folder}: pass --taxonomy FILE (or taxonomy=...), or point "
+                            f"{SHOPIFY_ENV} at a folder with Shopify's categories.txt and attributes.json")
+
+
+def shopify_taxonomy_file() -> Path:
+    """Shopify's categories.txt: the taxonomy classify uses when none is given."""
+    return shopify_folder() / "categories.txt"
 SEP = " > "
 
 

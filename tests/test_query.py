@@ -12,6 +12,10 @@ from prompts.tasks.query import understand, understand_many
 from prompts.tasks.rank import Rank, rank_many
 from schemas import Product
 from schemas.ranking import RankRequest
+from schemas.taxonomy import shopify_folder
+
+needs_shopify = pytest.mark.skipif(shopify_folder(required=False) is None,
+                                   reason="Shopify's taxonomy folder (shared/data/shopify-taxonomy) is not present")
 
 
 def req(query, names, attributes=None, title="x", category=None):
@@ -30,6 +34,7 @@ def test_a_measure_goes_to_the_attribute_whose_value_has_its_numbers():
     assert "Size is '8 x 10 ft'" in u.phrases[0].evidence and u.mass() == {"Size": 1.0}
 
 
+@needs_shopify
 def test_record_values_then_taxonomy_values_then_names():
     u = understand(req("blue velvet sofa", ["Color", "Upholstery material", "Width"],
                        {"Color": "blue", "Upholstery material": "velvet", "Width": "84 in"}, "3-seat sofa", "Sofas"))
@@ -48,6 +53,7 @@ def test_the_products_own_words_and_unknown_words_are_not_evidence():
     assert u.mass() == {}
 
 
+@needs_shopify
 def test_a_phrase_several_attributes_fit_is_decided_by_the_chooser_or_shared():
     r = req("oak coffee table", ["Leg material", "Tabletop material", "Tabletop shape"], title="Coffee Tables")
     shared = understand(r)

@@ -5,8 +5,8 @@ attributed to one of the candidate attributes, or to none, with its evidence:
 
 1. rules, longest phrase first: the record's own value of an attribute ("blue" for Color = "blue"); a measure
    (``8x10``, ``60"``, ``3 piece``) for an attribute whose value has the same numbers or whose name is a measure
-   (size, width, dimensions, ...); a value the attribute has in Shopify's taxonomy (shipped:
-   ``schemas/data/shopify/attribute_values.json``), its base attribute's values for an extended one ("Cover
+   (size, width, dimensions, ...); a value the attribute has in Shopify's taxonomy (read from its folder:
+   :func:`schemas.taxonomy.shopify_folder`), its base attribute's values for an extended one ("Cover
    color" extends "Color"), and CSS colour names for colour attributes; the attribute's own name;
 2. the model, where a phrase fits several attributes: it chooses among them, each scored as the answer to the
    ranking prompt with the phrase as the search, so the choice comes with a probability.
@@ -21,11 +21,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 
 from prompts.spans import words
 from schemas.ranking import RankRequest
-from schemas.taxonomy import SHOPIFY_VALUES
+from schemas.taxonomy import shopify_folder
 
 MAX_WORDS = 4
 _STOP = frozenset("a an and the for with of in on to by or set pack piece pcs pc".split()) - {"set", "piece"}
@@ -90,13 +89,20 @@ class QueryUnderstanding:
 
 
 @cache
-def vocabulary(path: str | Path = SHOPIFY_VALUES) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """(attribute name (case-folded) -> its taxonomy values, extended attribute -> base attribute), case-folded
-    names; values split at '/' ('Retro/Vintage' is two ways of saying it)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    values = {k.casefold(): tuple(x.strip() for v in vs for x in v.split("/") if x.strip())
-              for k, vs in data["values"].items()}
-    extends = {k.casefold(): v.casefold() for k, v in data.get("extends", {}).items()}
+def vocabulary() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """(attribute name -> its Shopify values, extended attribute -> base attribute), names case-folded, values split
+    at '/' ('Retro/Vintage' is two ways of saying it), 'Other' left out; empty when no Shopify folder is found."""
+    folder = shopify_folder(required=False)
+    if folder is None:
+        return {}, {}
+    attrs = json.loads((folder / "attributes.json").read_text(encoding="utf-8"))["attributes"]
+    values: dict[str, tuple[str, ...]] = {}
+    extends: dict[str, str] = {}
+    for a in attrs:
+        values[a["name"].casefold()] = tuple(x.strip() for v in a.get("values", ()) if v["name"] != "Other"
+                                             for x in v["name"].split("/") if x.strip())
+        for e in a.get("extended_attributes", ()):
+            extends[e["name"].casefold()] = a["name"].casefold()
     return values, extends
 
 
