@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,8 +20,13 @@ NONE = "none"  # --adapter none: the base model
 
 def shipped_tasks(path: str | Path | None = None) -> tuple[str, ...]:
     """The tasks the shipped (multi-task) adapter (or the one at ``path``) was trained on; () when it is absent."""
+    return _trained_tasks(str(path or SHIPPED_ADAPTER))
+
+
+@functools.cache
+def _trained_tasks(folder: str) -> tuple[str, ...]:  # read once per folder: asked by every task call
     try:
-        prov = json.loads((Path(path or SHIPPED_ADAPTER) / "facet_provenance.json").read_text())
+        prov = json.loads((Path(folder) / "facet_provenance.json").read_text())
     except (OSError, ValueError):
         return ()
     return tuple(prov.get("tasks") or (prov.get("task"),))

@@ -236,10 +236,9 @@ def run(task_name: str, source: str, output: str, process, to_item=None, *, work
     start = time.perf_counter()
     ds = read_lines(files)
     summary = Summary()
-    if done:
-        total = ds.count()
+    if done:  # filtered as the rows stream past (counting them first would read the input twice)
         ds = ds.filter(lambda r: row_key(r["source"], r["line"], r["raw"]) not in done)
-        summary.skipped = total - ds.count()
+        summary.skipped = len(done)
         print(f"facet: resuming: {len(done)} records already in {output}", file=sys.stderr)
     # blocks of one batch each, so that every worker gets some (a small file is otherwise one block)
     ds = ds.repartition(target_num_rows_per_block=batch_size)

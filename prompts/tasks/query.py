@@ -188,8 +188,8 @@ def rule_candidates(req: RankRequest) -> list[Phrase]:
         for i in span:
             used[i] = True
         phrases.append(_settle(m.group().strip(), m.start(), m.end(), cands, how, record))
-    own = set(words(f"{req.product.title} {req.product.category or ''}")) - {
-        w for v in record.values() for w in words(v)}
+    title_words = set(words(f"{req.product.title} {req.product.category or ''}"))
+    own = title_words - {w for v in record.values() for w in words(v)}
     for size in range(MAX_WORDS, 0, -1):
         for i in range(len(tokens) - size + 1):
             if any(used[i : i + size]):
@@ -197,7 +197,7 @@ def rule_candidates(req: RankRequest) -> list[Phrase]:
             gram = " ".join(t[0] for t in tokens[i : i + size])
             if size == 1 and gram in _STOP:
                 continue
-            cands, how = _match(gram, req, record)
+            cands, how = _match(gram, req, record, title_words)
             if not cands:
                 continue
             start, end = tokens[i][1], tokens[i + size - 1][2]
@@ -210,7 +210,7 @@ def rule_candidates(req: RankRequest) -> list[Phrase]:
     return sorted(phrases, key=lambda p: p.start)
 
 
-def _match(gram: str, req: RankRequest, record: dict[str, str]) -> tuple[list[str], str]:
+def _match(gram: str, req: RankRequest, record: dict[str, str], own: set[str]) -> tuple[list[str], str]:
     """The attributes an n-gram (singular words, space-joined) expresses, and how, by the strongest rule: the
     record's own value; a taxonomy value (or a shopper's word for one); a CSS colour name for a colour
     attribute; the attribute's name. Only the record's value may use the product's own words ("coffee" is a
@@ -221,7 +221,6 @@ def _match(gram: str, req: RankRequest, record: dict[str, str]) -> tuple[list[st
     hits = [n for n, v in record.items() if same(v)]
     if hits:
         return hits, "the product's {name} is {value!r}"
-    own = set(words(f"{req.product.title} {req.product.category or ''}"))
     if set(gram.split()) <= own:
         return [], ""
     hits = [n for n in req.names if gram in value_forms(n)]
