@@ -101,7 +101,7 @@ def run_task(
         completions = backend.generate([requests[i] for i in pending])
         stats.calls += 1
         failed = []
-        for i, comp in zip(pending, completions):
+        for i, comp in zip(pending, completions, strict=True):
             stats.prompt_tokens += comp.prompt_tokens
             stats.completion_tokens += comp.completion_tokens
             try:

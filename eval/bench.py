@@ -90,7 +90,7 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
     backend.generate(reqs[:2])  # warm-up: grammar set-up, adapter load, compiled kernels
     comps, s = timed(reqs, cold=True)
     ok = 0
-    for c, p in zip(comps, products):
+    for c, p in zip(comps, products, strict=True):
         try:
             task.parse(c, p)
             ok += 1
@@ -98,7 +98,7 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
             pass
     tokens = sum(c.completion_tokens for c in comps)
     free, free_s = timed([dataclasses.replace(r, constraint=None, max_new_tokens=max(1, c.completion_tokens))
-                          for r, c in zip(reqs, comps)], cold=True)
+                          for r, c in zip(reqs, comps, strict=True)], cold=True)
     free_tokens = sum(c.completion_tokens for c in free)
     row = {"products": len(products), "ok": ok, "products_per_s": len(products) / s,
            "tokens_per_s": tokens / s, "unconstrained_tokens_per_s": free_tokens / free_s,
@@ -110,7 +110,7 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
            "prefix_cache_reset": all(resets) if reset is not None else None}
     if task.adapter is not None and compare_base:
         forced = [dataclasses.replace(r, constraint=Choice((c.text,)), max_new_tokens=c.completion_tokens + 8)
-                  for r, c in zip(reqs, comps)]
+                  for r, c in zip(reqs, comps, strict=True)]
         try:
             # the adapter's prompts are in the prefix cache (which is kept per adapter) from the runs above:
             # put the base model's there too, so both timed runs start warm

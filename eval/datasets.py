@@ -162,7 +162,7 @@ def read_normalization_gold(raw: str | Path, normalized: str | Path | None = Non
         raise FileNotFoundError(f"{normalized} (the normalized gold beside {raw}) does not exist")
     rows = []
     with raw.open(encoding="utf-8") as fr, normalized.open(encoding="utf-8") as fn:
-        for n, (a, b) in enumerate(zip(fr, fn), 1):
+        for n, (a, b) in enumerate(zip(fr, fn, strict=True), 1):
             ra, rb = json.loads(a), json.loads(b)
             if ra.get("id") != rb.get("id"):
                 raise ValueError(f"line {n}: raw id {ra.get('id')} != normalized id {rb.get('id')}")

@@ -60,7 +60,7 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
         categories[cat].add(c)
     cats = _score_rows("category", categories.items(), worst_first=True)
     mistakes, slots = [], []
-    for row, pred in zip(rows, preds):
+    for row, pred in zip(rows, preds, strict=True):
         for s in slot_records(row.product.id, row.gold, pred):
             slots.append(s)
             if not s["correct"]:
@@ -111,7 +111,7 @@ def _normalize_extracted(backend, task, rows: list, results: list, normalized: s
         rule = task.spec.rule_for(cat, attr)
         by_op[rule.operation if rule else "none"].add(c)
     mistakes = []
-    for row, res, pred in zip(rows, done, preds):
+    for row, res, pred in zip(rows, done, preds, strict=True):
         found = res.as_dict() if res.ok else {}
         for s in slot_records(row.product.id, gold[row.product.id], pred):
             if not s["correct"]:
@@ -125,7 +125,7 @@ def _normalize_extracted(backend, task, rows: list, results: list, normalized: s
         "seconds": seconds,
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "model_calls": stats.calls},
         "mistakes": mistakes[:: max(1, len(mistakes) // 25)][:25],
-        "predictions": [{"id": r.product.id, "attributes": p} for r, p in zip(rows, preds)],
+        "predictions": [{"id": r.product.id, "attributes": p} for r, p in zip(rows, preds, strict=True)],
     }
 
 
@@ -156,15 +156,15 @@ def evaluate_classification(backend, task, data: str | Path, rows: list, *, seed
     preds = [within_gold(g.path, tuple(r.path)) if r.ok else None for g, r in zip(rows, results, strict=True)]
     score = score_classification([r.path for r in rows], preds)
     labels = sorted({r.path[-1] for r in rows} | {p[-1] for p in preds if p})
-    confusion = [[sum(1 for r, p in zip(rows, preds) if r.path[-1] == g and p and p[-1] == q) for q in labels]
+    confusion = [[sum(1 for r, p in zip(rows, preds, strict=True) if r.path[-1] == g and p and p[-1] == q) for q in labels]
                  for g in labels]
-    reviewed = [(r, res) for r, res in zip(rows, results) if res.ok]
+    reviewed = [(r, res) for r, res in zip(rows, results, strict=True) if res.ok]
     flagged = [within_gold(r.path, tuple(res.path)) == r.path for r, res in reviewed if res.needs_review]
     trusted = [within_gold(r.path, tuple(res.path)) == r.path for r, res in reviewed if not res.needs_review]
     mistakes = [{"title": r.product.title, "gold": " > ".join(r.path),
                  "predicted": " > ".join(res.path) if res.ok else f"<failed: {res.error}>",
                  "confidence": res.confidence if res.ok else None}
-                for r, res in zip(rows, results) if not res.ok or within_gold(r.path, tuple(res.path)) != r.path]
+                for r, res in zip(rows, results, strict=True) if not res.ok or within_gold(r.path, tuple(res.path)) != r.path]
     return {
         "task": "classify",
         "data": str(data),
@@ -199,7 +199,7 @@ def evaluate_normalization(backend, task, data: str | Path, rows: list, *, batch
     by_op: dict[str, Counts] = defaultdict(Counts)
     by_how: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     total, mistakes = Counts(), []
-    for row, res in zip(rows, results):
+    for row, res in zip(rows, results, strict=True):
         how = {c.attribute: c.by for c in res.changes if c.field == "value"} if res.ok else {}
         for attr, gold in row.gold.items():
             rule = task.spec.rule_for(row.product.category, attr)
@@ -263,7 +263,7 @@ def evaluate_completion(backend, task, data: str | Path, rows: list, *, seed: in
                               len(products), "complete", progress)
     n = defaultdict(int)
     conf_right, conf_wrong, mistakes = [], [], []
-    for (product, hidden, gold, listed), res in zip(cases, results):
+    for (product, hidden, gold, listed), res in zip(cases, results, strict=True):
         n["hidden"] += 1
         if not res.ok:
             n["failures"] += 1
@@ -357,7 +357,7 @@ def evaluate_ranking(backend, task, data: str | Path, rows: list, *, k: int = 3,
     rng = random.Random(seed)
     scores = defaultdict(float)
     hits, seen, mistakes = defaultdict(int), defaultdict(int), []
-    for row, res in zip(rows, results):
+    for row, res in zip(rows, results, strict=True):
         names, rel = list(row.request.names), row.relevant
         order = res.order() if res.ok else []
         scores["ndcg"] += ndcg_at_k(order, rel, k)

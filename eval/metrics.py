@@ -129,15 +129,15 @@ def score_classification(golds: Sequence[Sequence[str]], preds: Sequence[Sequenc
     labels = sorted({g[-1] for g in golds})
     per_label = {}
     for lab in labels:
-        tp = sum(1 for g, p in zip(golds, preds_t) if p and g[-1] == lab and p[-1] == lab)
-        fp = sum(1 for g, p in zip(golds, preds_t) if p and g[-1] != lab and p[-1] == lab)
-        fn = sum(1 for g, p in zip(golds, preds_t) if g[-1] == lab and (not p or p[-1] != lab))
+        tp = sum(1 for g, p in zip(golds, preds_t, strict=True) if p and g[-1] == lab and p[-1] == lab)
+        fp = sum(1 for g, p in zip(golds, preds_t, strict=True) if p and g[-1] != lab and p[-1] == lab)
+        fn = sum(1 for g, p in zip(golds, preds_t, strict=True) if g[-1] == lab and (not p or p[-1] != lab))
         c = Counts(tp=tp, fp=fp, fn=fn, slots=tp + fn)
         per_label[lab] = {"support": c.slots, "precision": c.precision, "recall": c.recall, "f1": c.f1}
     depth = max((len(g) for g in golds), default=0)
     levels = []
     for d in range(depth):
-        rows = [(g, p) for g, p in zip(golds, preds_t) if len(g) > d]
+        rows = [(g, p) for g, p in zip(golds, preds_t, strict=True) if len(g) > d]
         levels.append(sum(1 for g, p in rows if p is not None and p[: d + 1] == g[: d + 1]) / len(rows))
     return {
         "products": n,

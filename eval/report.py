@@ -71,7 +71,7 @@ def classification_markdown(report: dict) -> str:
     labels, m = report["confusion"]["labels"], report["confusion"]["matrix"]
     lines += ["", "## Confusion (rows gold, columns predicted)", "",
               "| gold \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-    for lab, row in zip(labels, m):
+    for lab, row in zip(labels, m, strict=True):
         lines.append(f"| {lab} | " + " | ".join(str(x) for x in row) + " |")
     lines += ["", "## Example mistakes", "", "| title | gold | predicted | confidence |", "|---|---|---|---:|"]
     for x in report["mistakes"]:

@@ -72,7 +72,7 @@ def test_output_values_are_grounded_and_schema_guided(tmp_path, tiny_model_dir):
     src = write_lines(tmp_path / "in.jsonl", GOOD)
     out = tmp_path / "out.jsonl"
     assert run_cli(tiny_model_dir, src, "-o", out, "--attributes", schema) == 0
-    for r, g in zip(read_out(out), GOOD):
+    for r, g in zip(read_out(out), GOOD, strict=True):
         assert r["ok"]
         asked = {"brand", "capacity"} if g.get("category") == "Bottles" else {"brand", "color"}
         assert {a["name"] for a in r["attributes"]} | set(r["missing"]) == asked

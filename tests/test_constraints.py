@@ -190,8 +190,8 @@ def test_span_schema_grammar_accepts_exactly_what_the_json_schema_does():
                   json.dumps(dict(reversed(doc.items())), ensure_ascii=False, separators=(",", ":"))]
     texts += ['{"Brand":null,"Size \\"US\\"":null}', '{"Brand":"Green","Size \\"US\\"":null,"Colour":null}']
     verdicts = [(accepts(ours, t), accepts(theirs, t)) for t in texts]
-    assert all(a == b for a, b in verdicts), [t for t, (a, b) in zip(texts, verdicts) if a != b]
-    assert {t for t, (a, _) in zip(texts, verdicts) if a} == canonical
+    assert all(a == b for a, b in verdicts), [t for t, (a, b) in zip(texts, verdicts, strict=True) if a != b]
+    assert {t for t, (a, _) in zip(texts, verdicts, strict=True) if a} == canonical
 
 
 @pytest.mark.parametrize("schema", [

@@ -121,5 +121,5 @@ def test_attributes_first_example_layout_says_the_same_as_extract_with_the_share
         assert [m["role"] for m in a] == [m["role"] for m in b]
         assert [sorted(m["content"].splitlines()) for m in a] == [sorted(m["content"].splitlines()) for m in b]
         first, second = a[-1]["content"], ours.messages(products[1])[-1]["content"]
-        shared = first[: next(i for i, (x, y) in enumerate(zip(first, second)) if x != y)]
+        shared = first[: next(i for i, (x, y) in enumerate(zip(first, second, strict=True)) if x != y)]
         assert "Category: Coffee" in shared and "Attributes: Brand, Roast" in shared and "Title" in shared

@@ -43,7 +43,7 @@ class Unscored:
 @pytest.mark.parametrize("scored", [True, False])
 def test_every_ranking_is_a_permutation_with_weights_summing_to_one(tiny_backend, scored):
     backend = tiny_backend if scored else Unscored(tiny_backend)
-    for req, res in zip(reqs(), rank_many(backend, Rank(reasons="none"), reqs())):
+    for req, res in zip(reqs(), rank_many(backend, Rank(reasons="none"), reqs()), strict=True):
         assert res.ok and sorted(res.order()) == sorted(req.names)
         weights = [r.weight for r in res.ranking]
         assert math.isclose(sum(weights), 1.0, abs_tol=1e-6) and weights == sorted(weights, reverse=True)

@@ -71,5 +71,5 @@ def test_few_shot_classification_on_the_real_model(engine):
     rows = [json.loads(x) for x in (ROOT / "examples/products.jsonl").read_text().splitlines()][:6]
     results = engine.classify_many(rows, taxonomy=ROOT / "examples/taxonomy.json", examples=demos)
     assert all(r.ok and r.path and 0 < r.confidence <= 1 for r in results), results
-    right = sum(r.label == row["category"] or row["category"] in r.path for r, row in zip(results, rows))
-    assert right >= 3, [(row["title"], r.path) for r, row in zip(results, rows)]
+    right = sum(r.label == row["category"] or row["category"] in r.path for r, row in zip(results, rows, strict=True))
+    assert right >= 3, [(row["title"], r.path) for r, row in zip(results, rows, strict=True)]

@@ -50,7 +50,7 @@ def test_persistent_failure_becomes_error_record_with_raw_text(scripted):
     backend = scripted(lambda req, call: "I think the brand is Acme")
     out = run_task(backend, Extract(attribute_schema=SCHEMA), products(2), retries=2)
     assert len(backend.calls) == 3
-    for rec, p in zip(out, products(2)):
+    for rec, p in zip(out, products(2), strict=True):
         assert isinstance(rec, ErrorRecord)
         assert rec.id == p.id and rec.raw == "I think the brand is Acme" and "not valid JSON" in rec.error
 

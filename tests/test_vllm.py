@@ -69,9 +69,9 @@ def test_every_constraint_kind_is_enforced_and_json_is_compact(engine):
 
     cons = [JsonSchema(SCHEMA), Choice(("Apparel", "Electronics", "Garden")), Regex(r"[0-9]{2,3} (cm|mm)"),
             JsonSchema(SCHEMA)]
-    reqs = [Request(PROMPT, c, max_new_tokens=40, adapter=a) for c, a in zip(cons, [None, None, None, "rand"])]
+    reqs = [Request(PROMPT, c, max_new_tokens=40, adapter=a) for c, a in zip(cons, [None, None, None, "rand"], strict=True)]
     out = engine.generate(reqs)
-    for r, c in zip(reqs, out):
+    for r, c in zip(reqs, out, strict=True):
         assert c.finish_reason == "stop" and valid(c.text, r.constraint), c.text
         assert c.completion_tokens > 0 and c.prompt_tokens > 10
     assert "\n" not in out[0].text and ": " not in out[0].text.replace('": "', "")
@@ -134,7 +134,7 @@ def test_scores_with_lora_enabled_agree_with_transformers(engine, hf):
     assert engine.can_score
     reqs = [ScoreRequest(PROMPT, cont, adapter=a) for a in (None, "rand") for cont in ("Nike", "Adidas", "M")]
     got, want = engine.score(reqs), hf.score(reqs)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=0.05 + 0.01 * abs(w))
     assert got[:3] != pytest.approx(got[3:], abs=0.5)  # the adapter changed the scores
 
@@ -150,9 +150,9 @@ def test_extraction_is_the_same_as_with_transformers(engine, hf):
     task = Extract(attribute_schema=load_attribute_schema("examples/attributes.json"))
     a = [r.model_dump() for r in run_task(engine, task, products)]
     b = [r.model_dump() for r in run_task(hf, task, products)]
-    same = sum(x == y for x, y in zip(a, b))
+    same = sum(x == y for x, y in zip(a, b, strict=True))
     assert same >= len(products) - 1, f"{same}/{len(products)} identical:\n" + "\n".join(
-        f"{x}\n{y}" for x, y in zip(a, b) if x != y)
+        f"{x}\n{y}" for x, y in zip(a, b, strict=True) if x != y)
 
 
 def test_prefix_cache_resets(engine):
@@ -213,7 +213,7 @@ def test_scores_agree_with_transformers(engine, default_model_dir, hf):
         got, want = plain.score(reqs), hf.score(reqs)
     finally:
         plain.close()
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=0.05 + 0.01 * abs(w))
 
 
@@ -246,7 +246,7 @@ def test_real_vllm_server_with_adapter_and_schema(random_lora, tmp_path):
         as_grammar = OpenAIBackend(url, "smollm2-135m", schema_as="grammar")
         assert "structured_outputs" in as_grammar.body(span)
         spanned, = as_grammar.generate([span])
-    for r, c in zip(reqs[:3], out[:3]):
+    for r, c in zip(reqs[:3], out[:3], strict=True):
         assert c.finish_reason == "stop" and valid(c.text, r.constraint), c.text
     json.loads(out[0].text)
     assert backend.invalid == 0

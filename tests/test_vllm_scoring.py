@@ -26,7 +26,7 @@ class FakeLLM:
         self.calls = []
 
     def generate(self, prompts, params, lora_request=None, use_tqdm=False):
-        self.calls.append([(tuple(p["prompt_token_ids"]), sp) for p, sp in zip(prompts, params)])
+        self.calls.append([(tuple(p["prompt_token_ids"]), sp) for p, sp in zip(prompts, params, strict=True)])
         return [SimpleNamespace(outputs=[SimpleNamespace(logprobs=[{t: SimpleNamespace(logprob=-t / 100)}])])
                 for t in (sp.allowed_token_ids[0] for sp in params)]
 

@@ -119,7 +119,7 @@ class TransformersBackend:
                 )
                 logp = torch.log_softmax(rest.logits.float(), -1).cpu()
                 head = head.cpu()
-            for row, (i, c) in enumerate(zip(idx, conts)):
+            for row, (i, c) in enumerate(zip(idx, conts, strict=True)):
                 total = float(head[c[0]])
                 for t in range(1, len(c)):
                     total += float(logp[row, t - 1, c[t]])
@@ -136,7 +136,7 @@ class TransformersBackend:
         out: list[Completion | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            for i, c in zip(idx, self._generate_batch([requests[i] for i in idx], [texts[i] for i in idx])):
+            for i, c in zip(idx, self._generate_batch([requests[i] for i in idx], [texts[i] for i in idx]), strict=True):
                 out[i] = c
         return out  # type: ignore[return-value]
 

@@ -227,7 +227,7 @@ class VLLMBackend:
                                         use_tqdm=False)
             except (RuntimeError, ValueError) as exc:
                 raise EngineError(f"vLLM generation failed: {exc}") from exc
-            for i, o in zip(idx, got):
+            for i, o in zip(idx, got, strict=True):
                 outs[i] = o
         return outs
 
@@ -238,12 +238,12 @@ class VLLMBackend:
         outs = self._run([self.prompt_text(r) for r in requests], [self._params(r) for r in requests],
                          [r.adapter for r in requests], self.mix_adapters)
         results = []
-        for r, o in zip(requests, outs):
+        for r, o in zip(requests, outs, strict=True):
             g = o.outputs[0]
             logprobs = None
             if r.want_logprobs and g.logprobs is not None:
                 logprobs = tuple((step[t].decoded_token or "", float(step[t].logprob))
-                                 for t, step in zip(g.token_ids, g.logprobs))
+                                 for t, step in zip(g.token_ids, g.logprobs, strict=True))
             results.append(Completion(
                 text=g.text, finish_reason="length" if g.finish_reason == "length" else "stop",
                 prompt_tokens=len(o.prompt_token_ids or ()), completion_tokens=len(g.token_ids), logprobs=logprobs,
@@ -301,7 +301,7 @@ class VLLMBackend:
                       for i in batch]
             outs = self._run([TokensPrompt(prompt_token_ids=list(asks[i][1])) for i in batch], params,
                              [asks[i][0] for i in batch], self.score_mixes)
-            for i, o in zip(batch, outs):
+            for i, o in zip(batch, outs, strict=True):
                 g = o.outputs[0]
                 logprob[i] = float(g.logprobs[0][asks[i][2]].logprob)
         return [sum(logprob[i] for i in mine) for mine in per_request]

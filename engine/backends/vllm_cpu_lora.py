@@ -166,14 +166,14 @@ def add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_sl
     folded = _folded(lora_a_stacked, lora_b_stacked, u, scale)
     if folded is None:
         offset = 0
-        for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices):
+        for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices, strict=True):
             y2[:, offset: offset + size] += _delta(x2, a[u], b[u], scale).to(y2.dtype)
             offset += size
         return None
     a, bs = folded
     shrunk = x2 @ a
     offset = start = 0
-    for b, size in zip(bs, output_slices):
+    for b, size in zip(bs, output_slices, strict=True):
         if y2.dtype == torch.float32:
             y2[:, offset: offset + size].addmm_(shrunk[:, start: start + b.shape[0]], b)
         else:

@@ -108,17 +108,17 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
             for n, i in enumerate(scored):
                 opts, lp = questions[n][1], scores[n]
                 if i in free_of:
-                    lp = [a - b for a, b in zip(lp, scores[free_of[i]])]
+                    lp = [a - b for a, b in zip(lp, scores[free_of[i]], strict=True)]
                 probs = softmax(lp)
                 path, p = state[i]
-                ranked = sorted(zip(opts, probs), key=lambda x: -x[1])
+                ranked = sorted(zip(opts, probs, strict=True), key=lambda x: -x[1])
                 alts[i] = [(SEP.join((*path, o)), p * q) for o, q in ranked[: task.top_k]]
                 state[i] = ((*path, ranked[0][0]), p * ranked[0][1])
         if decoded:
             level = RunStats()
             outs = run_task(backend, task, [(products[i], state[i][0]) for i in decoded], retries=retries, stats=level)
             stats.merge(level)
-            for i, out in zip(decoded, outs):
+            for i, out in zip(decoded, outs, strict=True):
                 if isinstance(out, ErrorRecord):
                     results[i] = out.model_copy(update={"id": products[i].id})
                     del state[i]

@@ -369,9 +369,9 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
                                    stats)
             tok = getattr(backend, "tokenizer", None)
             if task.per_token and tok:  # mean log-probability per token: long options are not penalised for length
-                scores = [[lp / (len(tok(o, add_special_tokens=False).input_ids) + 1) for lp, o in zip(lps, q.options)]
-                          for lps, q in zip(scores, questions)]
-            return [max(zip(q.options, lps), key=lambda x: x[1])[0] for q, lps in zip(questions, scores)]
+                scores = [[lp / (len(tok(o, add_special_tokens=False).input_ids) + 1) for lp, o in zip(lps, q.options, strict=True)]
+                          for lps, q in zip(scores, questions, strict=True)]
+            return [max(zip(q.options, lps, strict=True), key=lambda x: x[1])[0] for q, lps in zip(questions, scores, strict=True)]
         level = RunStats()
         out = run_task(backend, task, questions, retries=retries, stats=level)
         stats.merge(level)
@@ -391,7 +391,7 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
                 where.append((i, len(named[i])))
                 questions.append(Question(p, "name", k, v, (*task.spec.names(p.category), OTHER)))
             named[i].append((k, canon or k, v, how))
-    for (i, j), ans in zip(where, ask(questions)):
+    for (i, j), ans in zip(where, ask(questions), strict=True):
         k, _, v, _ = named[i][j]
         if isinstance(ans, ErrorRecord):
             results[i].warnings.append(f"attribute {k!r} is not in the vocabulary and the model could not map it "
@@ -428,7 +428,7 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
             final[i][canon] = out
             if out != v:
                 res.changes.append(Change(attribute=canon, field="value", before=v, after=out, by=vhow))
-    for (i, canon, v), ans in zip(where, ask(questions)):
+    for (i, canon, v), ans in zip(where, ask(questions), strict=True):
         if isinstance(ans, ErrorRecord):
             results[i].warnings.append(f"{canon}: could not map {v!r} onto the allowed values ({ans.error}); kept as given")
             continue
@@ -449,13 +449,13 @@ def normalize_found(backend, task: Normalize, products, results, batch_size: int
     ``products``, which ``results`` follows) comes out with the values it found normalized in ``normalized``.
     A product whose normalization fails keeps its extraction, with the reason in ``warnings``. ``stats`` gains
     the normalization's calls and tokens; its products were counted done or failed by the extraction."""
-    pairs = iter(zip(products, results))
+    pairs = iter(zip(products, results, strict=True))
     while chunk := list(islice(pairs, batch_size)):
         todo = [i for i, (_, r) in enumerate(chunk) if isinstance(r, ExtractionResult) and r.attributes]
         level = RunStats()
         normed = dict(zip(todo, normalize_many(
             backend, task, [chunk[i][0].model_copy(update={"attributes": chunk[i][1].as_dict()}) for i in todo],
-            stats=level)))
+            stats=level), strict=True))
         if stats is not None:
             stats.merge(level)
         for i, (_, r) in enumerate(chunk):

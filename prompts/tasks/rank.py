@@ -165,7 +165,7 @@ def model_weights(backend, task: Rank, reqs: list[RankRequest], stats: RunStats,
     """The model's weights per request (name -> weight, in the model's order, summing to 1)."""
     if can_score(backend):
         scores = score_options(backend, [(tuple(task.messages(r)), r.names) for r in reqs], task.adapter, stats)
-        return [dict(sorted(zip(r.names, softmax(lp)), key=lambda x: -x[1])) for r, lp in zip(reqs, scores)]
+        return [dict(sorted(zip(r.names, softmax(lp), strict=True), key=lambda x: -x[1])) for r, lp in zip(reqs, scores, strict=True)]
     # decoded: one pick per round under a choice constraint over the names left
     picks: dict[int, dict[str, float]] = {i: {} for i in range(len(reqs))}
     rest = {i: 1.0 for i in range(len(reqs))}
@@ -177,7 +177,7 @@ def model_weights(backend, task: Rank, reqs: list[RankRequest], stats: RunStats,
         level = RunStats()
         outs = run_task(backend, task, [(reqs[i], tuple(picks[i])) for i in todo], retries=retries, stats=level)
         stats.merge(level)
-        for i, res in zip(todo, outs):
+        for i, res in zip(todo, outs, strict=True):
             if isinstance(res, ErrorRecord):
                 failed[i] = res.model_copy(update={"id": reqs[i].product.id})
                 continue
@@ -270,7 +270,7 @@ def rank_many(backend, task: Rank, reqs: list[RankRequest], behaviour: Behaviour
         outs = run_task(backend, _Reasons(task), [(reqs[i], tuple(results[i].order())) for i in ok],
                         retries=retries, stats=level)
         stats.merge(level)
-        for i, why in zip(ok, outs):
+        for i, why in zip(ok, outs, strict=True):
             if isinstance(why, ErrorRecord):
                 results[i].warnings.append(f"no reasons: {why.error}")
                 continue
