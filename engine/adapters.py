@@ -4,23 +4,45 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from pathlib import Path
 
 from engine.errors import EngineError
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-# the multi-task adapter facet ships (package data; rebuilt by `facet train default`): every task uses it
-# unless told otherwise (--adapter none / Engine(adapter=None) for the base model, --adapter PATH to replace it)
-SHIPPED_ADAPTER = Path(__file__).parent / "shipped" / "default"
-DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for the shipped adapter
+# the adapters facet ships (package data; rebuilt by `facet train default`): engine/shipped/default is the
+# multi-task one; engine/shipped/<task> (when present) is a single-task adapter that measured better for that task
+# and is used for it instead. Every task uses them unless told otherwise (--adapter none / Engine(adapter=None)
+# for the base model, --adapter PATH to replace them).
+SHIPPED_ROOT = Path(__file__).parent / "shipped"
+SHIPPED_ADAPTER = SHIPPED_ROOT / "default"
+DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for the shipped adapters
 NONE = "none"  # --adapter none: the base model
 
 
+def shipped_folders() -> list[Path]:
+    """The shipped adapter folders, single-task ones first (they win for their task), the multi-task one last."""
+    if not SHIPPED_ROOT.is_dir():
+        return []
+    single = sorted(p for p in SHIPPED_ROOT.iterdir() if p.is_dir() and p.name != DEFAULT and _trained_tasks(str(p)))
+    return single + ([SHIPPED_ADAPTER] if _trained_tasks(str(SHIPPED_ADAPTER)) else [])
+
+
+def shipped_adapter_for(task: str) -> Path | None:
+    """The shipped adapter a task runs with, or None when none was trained on it."""
+    return next((p for p in shipped_folders() if task in _trained_tasks(str(p))), None)
+
+
+def is_shipped(path: str | Path | None) -> bool:
+    return path is not None and Path(path).resolve().parent == SHIPPED_ROOT.resolve()
+
+
 def shipped_tasks(path: str | Path | None = None) -> tuple[str, ...]:
-    """The tasks the shipped (multi-task) adapter (or the one at ``path``) was trained on; () when it is absent."""
-    return _trained_tasks(str(path or SHIPPED_ADAPTER))
+    """The tasks the adapter at ``path`` was trained on; without a path, those of all shipped adapters together
+    (() when none is there)."""
+    if path is not None:
+        return _trained_tasks(str(path))
+    return tuple(dict.fromkeys(t for p in shipped_folders() for t in _trained_tasks(str(p))))
 
 
 @functools.cache
@@ -33,14 +55,16 @@ def _trained_tasks(folder: str) -> tuple[str, ...]:  # read once per folder: ask
 
 
 def resolve_adapter(adapter: str | Path | None, task: str, model: str | None = None) -> str | None:
-    """The adapter folder a task runs with: ``default`` (or nothing given) -> the shipped adapter when it was
-    trained on ``task`` and ``model`` is the default model it was trained for, else none; ``none`` -> none (the
-    base model); anything else is a path or a served name, kept as it is."""
+    """The adapter folder a task runs with: ``default`` (or nothing given) -> the shipped adapter trained on
+    ``task`` when ``model`` is the default model it was trained for, else none; ``none`` -> none (the base
+    model); anything else is a path or a served name, kept as it is."""
     from engine.models import DEFAULT_MODEL
 
     if adapter is None or str(adapter) == DEFAULT:
-        ok = task in shipped_tasks() and (model is None or str(model) == DEFAULT_MODEL)
-        return str(SHIPPED_ADAPTER) if ok else None
+        if model is not None and str(model) != DEFAULT_MODEL:
+            return None
+        path = shipped_adapter_for(task)
+        return str(path) if path is not None else None
     if str(adapter).lower() == NONE:
         return None
     return str(adapter)
@@ -100,50 +124,3 @@ def trained_attributes(adapter: str | Path | None) -> Path | None:
     """The attribute list a schema-guided adapter was trained on (its ``attributes.json``), or None."""
     path = Path(adapter) / "attributes.json" if adapter else None
     return path if path is not None and path.is_file() else None
-
-
-def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | None = None,
-                    task: str = "extract") -> str | None:
-    """Why an extract adapter is about to be asked with prompts of another shape than it was trained on, or None:
-    trained with demonstrations but asked without them (the other way round is allowed: demonstrations in front
-    of a zero-shot adapter were measured), or rendered through a template whose text differs from its training
-    template's (recorded as a hash in its provenance)."""
-    from prompts.render import template_hash
-
-    try:
-        prov = json.loads((Path(adapter) / "facet_provenance.json").read_text())
-    except (OSError, ValueError):
-        return None
-    shots = prov.get("shots") or 0
-    if shots and not with_examples:
-        return (f"adapter {adapter} was trained with {shots} demonstrations per prompt from {prov.get('examples')}; "
-                f"pass those examples (--examples / examples=) for the prompts it expects")
-    trained = (prov.get("template_hashes") or {}).get(task) or prov.get("template_hash")
-    trained_template = (prov.get("templates") or {}).get(task) or prov.get("template")
-    if template is not None and trained:
-        try:
-            now = template_hash(template)
-        except OSError:
-            return None  # a missing template is reported where it is rendered
-        if now != trained and not _same_but_comments(trained_template, trained, template):
-            return (f"adapter {adapter} was trained on prompts from template {trained_template} "
-                    f"(sha256 {trained}), but this run renders {template} (sha256 {now}): the adapter sees "
-                    f"prompts laid out differently from its training; retrain it (facet train ...), or pass "
-                    f"the template it was trained with (--template / template=)")
-    return None
-
-
-def _same_but_comments(trained_template: str | None, trained_hash: str, template: str) -> bool:
-    """Whether the training template, still on disk as it was (same hash), differs from ``template`` only in
-    Jinja comments, which render nothing."""
-    from prompts.render import template_hash, template_source
-
-    def strip(src: str) -> str:
-        return re.sub(r"\{#.*?#\}", "", src, flags=re.S)
-
-    try:
-        if not trained_template or template_hash(trained_template) != trained_hash:
-            return False
-        return strip(template_source(trained_template)) == strip(template_source(template))
-    except (OSError, ValueError):
-        return False

@@ -1,4 +1,5 @@
-"""The Python API: ``Engine().extract({...})``."""
+"""The Python API: ``Engine().extract({...})``. Every method runs a registered task (prompts/tasks) with the same
+options the CLI offers (``Engine.run(task, products, **options)``); the named methods keep their signatures."""
 
 from __future__ import annotations
 
@@ -8,43 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from engine import adapters as shipped_adapters
-from engine.adapters import (
-    DEFAULT,
-    prompt_mismatch,
-    resolve_adapter,
-    shipped_tasks,
-    trained_attributes,
-)
-from engine.config import EngineConfig, load_backend
+from engine.adapters import DEFAULT, resolve_adapter, shipped_tasks
+from engine.config import EngineConfig, LazyBackend, load_backend
 from engine.models import DEFAULT_MODEL
-from engine.runner import RunStats, run_task
-from prompts.examples import ExamplePool
-from prompts.tasks.extract import Extract
-from schemas import AttributeSchema, ErrorRecord, ExtractionResult, Product, load_attribute_schema
-
-
-def as_product(item: Any, index: int = 0) -> Product:
-    if isinstance(item, Product):
-        return item
-    if isinstance(item, str):
-        return Product(id=str(index), title=item)
-    if isinstance(item, dict):
-        return Product.model_validate({"id": str(index), **item})
-    raise TypeError(f"expected a Product, dict or title string, got {type(item).__name__}")
-
-
-def as_schema(attributes: Any) -> AttributeSchema | None:
-    """An AttributeSchema from a path, a ``{category: [names]}`` dict, a schema, or None."""
-    if isinstance(attributes, (str, Path)):
-        return load_attribute_schema(attributes)
-    if isinstance(attributes, dict):
-        return AttributeSchema.from_mapping(attributes)
-    return attributes
-
-
-def as_pool(examples: Any) -> ExamplePool | None:
-    """An ExamplePool from a JSONL path, a pool, or None."""
-    return ExamplePool.from_jsonl(examples) if isinstance(examples, (str, Path)) else examples
+from engine.runner import RunStats
+from prompts.tasks.base import Setup, as_pool, as_product, as_schema, get, options_from  # noqa: F401  (public)
+from schemas import ErrorRecord, ExtractionResult
 
 
 class Engine:
@@ -58,17 +28,17 @@ class Engine:
     category; ``examples`` (a JSONL path or :class:`ExamplePool`) turns on few-shot prompting.
     The model loads on first use. ``backend`` may be any object with the Backend protocol.
 
-    ``adapter``: by default the adapter facet ships, one LoRA adapter for extract, classify, complete and rank
-    (normalization's model decisions use the base model); ``None`` for the base model; a folder from ``facet
-    train`` to replace it (for extraction; ``adapters={"classify": PATH, ...}`` sets one per task).
+    ``adapter``: by default the adapters facet ships (extract, classify, complete and rank; normalization's model
+    decisions use the base model); ``None`` for the base model; a folder from ``facet train`` to replace them
+    (for extraction; ``adapters={"classify": PATH, ...}`` sets one per task).
     """
 
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
         *,
-        attributes: str | Path | AttributeSchema | dict | None = None,
-        examples: str | Path | ExamplePool | None = None,
+        attributes: str | Path | Any = None,
+        examples: str | Path | Any = None,
         shots: int = 3,
         template: str = "extract.j2",
         grounded: bool = True,
@@ -79,45 +49,80 @@ class Engine:
     ):
         adapters = dict(config.pop("adapters", {}) or {})
         shipped = adapter is not None and str(adapter) == DEFAULT
-        # the shipped adapter, for the default model served here (a backend object given brings its own adapters)
-        if shipped and backend is None and config.get("backend") != "openai" and shipped_tasks() \
-                and str(model) == DEFAULT_MODEL:
-            adapters.setdefault(DEFAULT, str(shipped_adapters.SHIPPED_ADAPTER))  # one adapter, served once, for all its tasks
-            adapter = adapters[DEFAULT] if "extract" not in adapters else adapters["extract"]
-        elif shipped:
-            adapter = None
-        elif adapter is not None:
-            adapter = resolve_adapter(adapter, "extract")
-            if adapter is not None:
-                adapters.setdefault("extract", str(adapter))
+        # the shipped adapters, for the default model served here (a backend object given brings its own adapters)
+        if shipped and backend is None and config.get("backend") != "openai" and str(model) == DEFAULT_MODEL:
+            for task in ("extract", "classify", "complete", "rank"):
+                if task not in adapters and (path := resolve_adapter(DEFAULT, task, model)):
+                    adapters.setdefault(_served_name(path), path)  # each shipped adapter served once
+        elif not shipped and adapter is not None:
+            path = resolve_adapter(adapter, "extract")
+            if path is not None:
+                adapters.setdefault("extract", str(path))
         self.config = EngineConfig(model=model, adapters=adapters, **config)
-        # an adapter is asked the attributes it was trained to answer
-        attributes = as_schema(attributes if attributes is not None else trained_attributes(adapter))
-        examples = as_pool(examples)
-        if adapter is not None and (warning := prompt_mismatch(adapter, examples is not None, template)):
-            warnings.warn(warning, stacklevel=2)
-        self.extract_task = Extract(
-            template=template,
-            attribute_schema=attributes,
-            examples=examples,
-            shots=shots,
-            grounded=grounded,
-            adapter=self._adapter_name("extract", examples is not None),
-        )
-        self.taxonomy = taxonomy
+        # the options each task starts from (its method's keyword arguments override them)
+        self.defaults: dict[str, dict[str, Any]] = {
+            "extract": {"attributes": attributes, "examples": examples, "shots": shots, "template": template,
+                        "free": not grounded},
+            "complete": {"attributes": attributes},
+            "classify": {"taxonomy": taxonomy},
+        }
+        self.extract_task = self.task("extract")
         self._backend = backend
         self.stats = RunStats()
 
+    # -- tasks from the registry --------------------------------------------------------------------------------
     def _adapter_name(self, task: str, demonstrations: bool = False) -> str | None:
-        """The served adapter a task's requests name: its own when one was given, else the shipped one when it
-        was trained on that task and the prompts carry no demonstrations (its training prompts had none; with
-        them the base model answers better, measured), else none (the base model)."""
+        """The served adapter a task's requests name: its own when one was given, else the shipped one trained on
+        that task when the prompts carry no demonstrations (its training prompts had none; with them the base
+        model answers better, measured), else none (the base model)."""
         adapters = self.config.adapters
-        if task in adapters:
+        if task in adapters and not (demonstrations and shipped_adapters.is_shipped(adapters[task])):
             return task
-        if DEFAULT in adapters and task in shipped_tasks(adapters[DEFAULT]) and not demonstrations:
-            return DEFAULT
+        if demonstrations:
+            return None
+        for name, path in adapters.items():
+            if shipped_adapters.is_shipped(path) and task in shipped_tasks(path):
+                return name
         return None
+
+    def _setup(self, task: str, opts: Any) -> Setup:
+        name = self._adapter_name(task, bool(getattr(opts, "examples", None)))
+        return Setup(adapter=self.config.adapters.get(name) if name else None, adapter_name=name,
+                     warn=lambda text: warnings.warn(text, stacklevel=4), note=lambda text: None)
+
+    def _options(self, task: str, values: dict[str, Any]) -> Any:
+        td = get(task)
+        unknown = set(values) - set(td.options.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"{task}: unknown option(s) {sorted(unknown)}; known: "
+                            f"{sorted(td.options.__dataclass_fields__)}")
+        return options_from(td.options, {**self.defaults.get(task, {}), **values})
+
+    def task(self, task: str, **options: Any) -> Any:
+        """The task object (its prompts: ``.messages(item)``) that :meth:`run` would use with these options."""
+        opts = self._options(task, options)
+        return get(task).build(opts, self._setup(task, opts))
+
+    def run(self, task: str, products: Iterable[Any], **options: Any) -> list:
+        """Any registered task over ``products`` (dicts, Products or titles): one result or ErrorRecord each, in
+        input order; ``options`` are the task's (the same as its CLI flags, e.g. ``shots=1``)."""
+        td = get(task)
+        opts = self._options(task, options)
+        setup = self._setup(task, opts)
+        built = td.build(opts, setup)
+        items, errors = [], {}
+        products = list(products)
+        for i, p in enumerate(products):
+            try:
+                items.append(td.item(opts, p, i))
+            except (ValueError, TypeError) as exc:
+                from engine.io import describe_validation
+
+                pid = str(p.get("id", i)) if isinstance(p, dict) else str(i)
+                errors[i] = ErrorRecord(id=pid, task=task, error=describe_validation(exc))
+        state, _bad = td.prepare(opts, items, setup) if td.prepare else (None, [])
+        done = iter(td.run(LazyBackend(lambda: self.backend), built, items, self.stats, state) if items else [])
+        return [errors[i] if i in errors else next(done) for i in range(len(products))]
 
     @property
     def backend(self):
@@ -125,6 +130,7 @@ class Engine:
             self._backend = load_backend(self.config)
         return self._backend
 
+    # -- the named tasks ------------------------------------------------------------------------------------------
     def extract(self, product: Any, **options: Any) -> ExtractionResult | ErrorRecord:
         return self.extract_many([product], **options)[0]
 
@@ -133,14 +139,15 @@ class Engine:
         """ExtractionResult or ErrorRecord per product, in input order. With ``spec`` (as :meth:`normalize_many`
         takes it, with its options) the values found are also normalized: ``result.normalized``. The names stay
         the ones asked for unless an alias or spelling maps them (``ask_names=True`` lets the model map them)."""
-        items = [as_product(p, i) for i, p in enumerate(products)]
-        results = run_task(self.backend, self.extract_task, items, stats=self.stats)
+        products = [as_product(p, i) for i, p in enumerate(products)]
+        results = self.run("extract", products)
         if spec is None:
             return results
         from prompts.tasks.normalize import normalize_found
 
-        task = self._normalize_task(spec, **{"ask_names": False, **normalize_options})  # names: as asked
-        return list(normalize_found(self.backend, task, items, results, len(items) or 1, self.stats))
+        task = self.task("normalize", **_normalize_values(spec, **{"ask_names": False, **normalize_options}))
+        return list(normalize_found(LazyBackend(lambda: self.backend), task, products, results, len(products) or 1,
+                                    self.stats))
 
     def classify(self, product: Any, **options: Any):
         """Category path of one product; see :meth:`classify_many`."""
@@ -151,31 +158,12 @@ class Engine:
         """ClassificationResult (path, label, confidence, alternatives, needs_review) or ErrorRecord per product.
 
         ``taxonomy``: a :class:`Taxonomy`, a file (Shopify categories.txt, 'A > B' lines, JSON), or a list
-        of labels; defaults to the one given to the Engine. ``examples``: labelled (product, path) pairs, or a
-        file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV).
+        of labels; defaults to the one given to the Engine, else Shopify's. ``examples``: labelled (product, path)
+        pairs, or a file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV).
         """
-        from prompts.tasks.classify import Classify, classify_many, labelled_pool
-        from schemas.taxonomy import Taxonomy, shopify_taxonomy_file
-
-        tax = taxonomy if taxonomy is not None else self.taxonomy
-        if tax is None:
-            tax = self._shopify = getattr(self, "_shopify", None) or Taxonomy.load(shopify_taxonomy_file())
-        if isinstance(tax, (str, Path)):
-            tax = Taxonomy.load(tax)
-        elif isinstance(tax, (list, tuple)):
-            tax = Taxonomy.from_labels(tax)
-        pool = None
-        if isinstance(examples, (str, Path)):
-            from eval.datasets import read_classification_gold
-
-            examples = [(r.product, r.path) for r in read_classification_gold(examples)]
-        if examples is not None:
-            pool = labelled_pool([(as_product(p, i), tuple(path.split(" > ")) if isinstance(path, str) else tuple(path))
-                                 for i, (p, path) in enumerate(examples)])
-        task = Classify(taxonomy=tax, examples=pool, shots=shots, top_k=top_k, review_below=review_below,
-                        adapter=self._adapter_name("classify", pool is not None))
-        items = [as_product(p, i) for i, p in enumerate(products)]
-        return classify_many(self.backend, task, items, stats=self.stats)
+        given = {"taxonomy": taxonomy} if taxonomy is not None else {}
+        return self.run("classify", products, examples=examples, shots=shots, top_k=top_k,
+                        review_below=review_below, **given)
 
     def normalize(self, product: Any, spec: Any, **options: Any):
         """Canonical names and values of one product's ``attributes``; see :meth:`normalize_many`."""
@@ -189,24 +177,8 @@ class Engine:
         demonstrations (list of ``{title, category, attribute, value, answer}`` or a file of them). Rules decide
         first; the model is loaded only if some value or name needs it.
         """
-        from engine.config import LazyBackend
-        from prompts.tasks.normalize import normalize_many
-
-        task = self._normalize_task(spec, examples=examples, shots=shots, drop_unknown=drop_unknown)
-        items = [as_product(p, i) for i, p in enumerate(products)]
-        return normalize_many(LazyBackend(lambda: self.backend), task, items, stats=self.stats)
-
-    def _normalize_task(self, spec: Any, *, examples: Any = None, shots: int = 3, drop_unknown: bool = True,
-                        ask_names: bool = True):
-        from prompts.tasks.normalize import Normalize, load_examples
-        from schemas.normalization import NormalizationSpec
-
-        if not isinstance(spec, NormalizationSpec):
-            spec = NormalizationSpec.load(spec)
-        if isinstance(examples, (str, Path)):
-            examples = load_examples(examples)
-        return Normalize(spec=spec, examples=tuple(examples or ()), shots=shots, drop_unknown=drop_unknown,
-                         ask_names=ask_names, adapter=self._adapter_name("normalize"))
+        return self.run("normalize", products, **_normalize_values(spec, examples=examples, shots=shots,
+                                                                   drop_unknown=drop_unknown))
 
     def complete(self, product: Any, attributes: Any = None, **options: Any):
         """Missing attribute values of one product; see :meth:`complete_many`."""
@@ -219,17 +191,9 @@ class Engine:
         ``attributes``: which attributes each category should have (path, dict or AttributeSchema); defaults to
         the Engine's, else those a complete adapter was trained on. Given values are never asked for or changed.
         """
-        from prompts.tasks.complete import Complete
-
-        schema = as_schema(attributes if attributes is not None else self.extract_task.attribute_schema
-                           or trained_attributes(self.config.adapters.get("complete")))
-        if schema is None:
-            raise ValueError("complete needs the attributes each category should have: attributes=... or "
-                             "Engine(attributes=...)")
-        task = Complete(attribute_schema=schema, examples=as_pool(examples), shots=shots, min_confidence=min_confidence,
-                        adapter=self._adapter_name("complete", examples is not None))
-        items = [as_product(p, i) for i, p in enumerate(products)]
-        return run_task(self.backend, task, items, stats=self.stats)
+        given = {"attributes": attributes} if attributes is not None else {}
+        return self.run("complete", products, examples=examples, shots=shots, min_confidence=min_confidence,
+                        **given)
 
     def rank(self, product: Any, **options: Any):
         """Attribute importance for one product; see :meth:`rank_many`."""
@@ -239,11 +203,11 @@ class Engine:
         """Which phrase of the search goes to which of the product's attributes, and why (what :meth:`rank` uses):
         a :class:`prompts.tasks.query.QueryUnderstanding` (``.phrases``, ``.mass()``, ``.as_dict()``). ``product``: a
         record as for :meth:`rank` (``attributes`` with or without values, or ``rank``: names)."""
-        from prompts.tasks.rank import Rank, as_request, understanding_of
+        from prompts.tasks.rank import as_request, understanding_of
 
-        req = as_request(product, 0, query=query)
-        task = Rank(shots=0, reasons="none", adapter=self._adapter_name("rank"), read_unmatched=read_unmatched)
-        return understanding_of(self.backend, task, [req], self.stats)[0]
+        task = self.task("rank", shots=0, reasons="none", read_unmatched=read_unmatched)
+        return understanding_of(LazyBackend(lambda: self.backend), task, [as_request(product, 0, query=query)],
+                                self.stats)[0]
 
     def rank_many(self, products: Iterable[Any], *, query: str | None = None, user: str | None = None,
                   segment: str | None = None, behaviour: Any = None, examples: Any = None, shots: int = 3,
@@ -257,19 +221,16 @@ class Engine:
         ``examples``: demonstrations (a JSONL path, or RankExample objects). ``reasons``: "evidence" (what the query
         named, the model's weight, the behaviour share), "model" (written by the model) or "none".
         """
-        from engine.io import describe_validation
-        from prompts.tasks.rank import Rank, as_request, load_rank_examples, rank_many
+        return self.run("rank", products, query=query, user=user, segment=segment, behaviour=behaviour,
+                        examples=examples, shots=shots, reasons=reasons)
 
-        if isinstance(examples, (str, Path)):
-            examples = load_rank_examples(examples)
-        task = Rank(examples=tuple(examples or ()), shots=shots, reasons=reasons,
-                    adapter=self._adapter_name("rank", bool(examples)))
-        reqs, errors = [], {}
-        for i, p in enumerate(products):
-            try:
-                reqs.append(as_request(p, i, query=query, user=user, segment=segment))
-            except (ValueError, TypeError) as exc:
-                pid = str(p.get("id", i)) if isinstance(p, dict) else str(i)
-                errors[i] = ErrorRecord(id=pid, task="rank", error=describe_validation(exc))
-        done = iter(rank_many(self.backend, task, reqs, behaviour, stats=self.stats) if reqs else [])
-        return [errors[i] if i in errors else next(done) for i in range(len(reqs) + len(errors))]
+
+def _served_name(path: str) -> str:
+    """The name a shipped adapter is served under: ``default`` for the multi-task one, else its folder's name."""
+    return DEFAULT if Path(path).name == DEFAULT else Path(path).name
+
+
+def _normalize_values(spec: Any, *, drop_unknown: bool = True, **options: Any) -> dict:
+    """The normalize task's option values from the API's keyword arguments (``drop_unknown`` is the CLI's
+    ``--keep-unknown`` the other way round)."""
+    return {"spec": spec, "keep_unknown": not drop_unknown, **options}

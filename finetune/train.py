@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.adapters import VLLM_RANKS, adapter_problems
+from prompts.tasks.base import build as build_task
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -276,14 +277,14 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
 
 def _extract_data(args, cfg: TrainConfig):
     """(template, training pairs, validation pairs, files to save beside the adapter, provenance) for extract."""
-    from engine.cli import _task
     from eval.datasets import read_extraction_gold, schema_from_gold
     from eval.report import file_hash
     from finetune.data import DataReport, augment, extract_pairs
 
     rows = _read_training(read_extraction_gold, args.train)
     schema = None if args.attributes else schema_from_gold(rows)
-    task = _task(argparse_ns(args), schema)  # with --examples, the prompts carry demonstrations, as at inference
+    # with --examples, the prompts carry demonstrations, as at inference
+    task = build_task("extract", **task_values(args, attributes=schema if schema is not None else args.attributes))
     train_rows, val_rows = _split(rows, cfg, args.val, read_extraction_gold)
     sources = {r.product.id: r.product.title for r in train_rows}
     report = DataReport()
@@ -305,13 +306,13 @@ def _complete_data(args, cfg: TrainConfig):
     """The same for complete: OA-Mine-style gold; per record one attribute hidden (``--augment N``: N more, in
     turn), the rest given as known, the prompt `facet complete` builds (attributes per category from --train,
     or --attributes), answer = the hidden value, null for every other attribute asked."""
-    from engine.cli import _complete_task
     from eval.datasets import read_extraction_gold, schema_from_gold
     from finetune.data import DataReport, complete_pairs
 
     rows = _read_training(read_extraction_gold, args.train)
     schema = None if args.attributes else schema_from_gold(rows)
-    task = _complete_task(argparse_ns(args, examples=None, min_confidence=0.5), schema)
+    task = build_task("complete", **task_values(args, examples=None,
+                                                attributes=schema if schema is not None else args.attributes))
     train_rows, val_rows = _split(rows, cfg, args.val, read_extraction_gold)
     report = DataReport()
     pairs = complete_pairs(task, train_rows, report, copies=1 + cfg.augment, seed=cfg.seed)
@@ -323,7 +324,6 @@ def _complete_data(args, cfg: TrainConfig):
 def _classify_data(args, cfg: TrainConfig):
     """The same for classify: one (prompt, answer) per taxonomy level of each labelled product. ``--holdout N``
     leaves out exactly the sample `facet eval classify --limit N --seed S` scores, and its product clusters."""
-    from engine.cli import _classify_task
     from eval.datasets import read_classification_gold, split_by_group
     from finetune.data import DataReport, classify_pairs
     from schemas.taxonomy import Taxonomy
@@ -337,8 +337,7 @@ def _classify_data(args, cfg: TrainConfig):
     if args.max_records and len(rows) > args.max_records:
         rows = random.Random(cfg.seed).sample(rows, args.max_records)
     train_rows, val_rows = _split(rows, cfg, args.val, read_classification_gold)
-    ns = argparse_ns(args, examples=None, top_k=3, review_below=0.5, calibrate=False, shots=0)
-    task = _classify_task(ns, taxonomy, None)
+    task = build_task("classify", **task_values(args, examples=None, shots=0, taxonomy=taxonomy))
     report = DataReport()
     pairs = classify_pairs(task, train_rows, report)
     return task.template, pairs, classify_pairs(task, val_rows), report, {}, {
@@ -349,7 +348,6 @@ def _rank_data(args, cfg: TrainConfig):
     """The same for rank: --train is a taxonomy folder with attributes (Shopify's: synthetic queries, one allowed
     value + the category name, answer = that value's attribute; --max-records of them, default 2000) or a JSONL of
     rank demonstrations ({title, attributes | rank, query, answer})."""
-    from engine.cli import _rank_task
     from finetune.data import DataReport, rank_pairs, synthetic_rank_examples
     from prompts.tasks.rank import load_rank_examples
 
@@ -361,7 +359,7 @@ def _rank_data(args, cfg: TrainConfig):
         examples = _read_training(load_rank_examples, source)
         report.usable = len(examples)
     train_rows, val_rows = _split(list(examples), cfg, args.val, lambda path: list(load_rank_examples(path)))
-    task = _rank_task(argparse_ns(args, examples=None, shots=0))  # rank's own clip default, as at inference
+    task = build_task("rank", **task_values(args, examples=None, shots=0, reasons="none"))  # as at inference
     return task.template, rank_pairs(task, train_rows, report), rank_pairs(task, val_rows), report, {}, {
         "synthetic_from": str(source) if source.is_dir() else None}
 
@@ -437,11 +435,8 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     return 0
 
 
-def argparse_ns(args, **override):
-    import argparse
-
-    d = vars(args).copy()
-    d.update(override)
-    d.setdefault("max_new_tokens", None)
-    d.pop("adapter", None)
-    return argparse.Namespace(**d)
+def task_values(args, **override) -> dict:
+    """The task options given on the command line (the rest keep the task's defaults), without the adapter: the
+    pairs are rendered exactly as inference renders them for the base model being trained."""
+    values = {k: v for k, v in vars(args).items() if k not in ("adapter", "rank")}  # --rank: LoRA's rank here
+    return {**values, **override}

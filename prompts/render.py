@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,46 @@ def render_messages(name_or_path: str, **context: Any) -> list[Message]:
     if not messages or messages[-1]["role"] != "user":
         raise ValueError(f"template {name_or_path} must end with a user message")
     return messages
+
+
+def prompt_mismatch(adapter: str | Path, with_examples: bool, template: str | None = None,
+                    task: str = "extract") -> str | None:
+    """Why an extract adapter is about to be asked with prompts of another shape than it was trained on, or None:
+    trained with demonstrations but asked without them (the other way round is allowed: demonstrations in front
+    of a zero-shot adapter were measured), or rendered through a template whose text differs from its training
+    template's (recorded as a hash in its provenance)."""
+    try:
+        prov = json.loads((Path(adapter) / "facet_provenance.json").read_text())
+    except (OSError, ValueError):
+        return None
+    shots = prov.get("shots") or 0
+    if shots and not with_examples:
+        return (f"adapter {adapter} was trained with {shots} demonstrations per prompt from {prov.get('examples')}; "
+                f"pass those examples (--examples / examples=) for the prompts it expects")
+    trained = (prov.get("template_hashes") or {}).get(task) or prov.get("template_hash")
+    trained_template = (prov.get("templates") or {}).get(task) or prov.get("template")
+    if template is not None and trained:
+        try:
+            now = template_hash(template)
+        except OSError:
+            return None  # a missing template is reported where it is rendered
+        if now != trained and not _same_but_comments(trained_template, trained, template):
+            return (f"adapter {adapter} was trained on prompts from template {trained_template} "
+                    f"(sha256 {trained}), but this run renders {template} (sha256 {now}): the adapter sees "
+                    f"prompts laid out differently from its training; retrain it (facet train ...), or pass "
+                    f"the template it was trained with (--template / template=)")
+    return None
+
+
+def _same_but_comments(trained_template: str | None, trained_hash: str, template: str) -> bool:
+    """Whether the training template, still on disk as it was (same hash), differs from ``template`` only in
+    Jinja comments, which render nothing."""
+    def strip(src: str) -> str:
+        return re.sub(r"\{#.*?#\}", "", src, flags=re.S)
+
+    try:
+        if not trained_template or template_hash(trained_template) != trained_hash:
+            return False
+        return strip(template_source(trained_template)) == strip(template_source(template))
+    except (OSError, ValueError):
+        return False

@@ -421,8 +421,7 @@ def test_other_batchings_train(tmp_path, tiny_tokenizer, batching):
 
 
 def test_an_adapter_asked_through_another_template_text_is_warned(tmp_path):
-    from engine.adapters import prompt_mismatch
-    from prompts.render import template_hash, template_source
+    from prompts.render import prompt_mismatch, template_hash, template_source
 
     ad = tmp_path / "adapter"
     ad.mkdir()

@@ -277,7 +277,9 @@ def test_extract_with_a_spec_writes_the_normalized_values_beside_the_found_ones(
         return ('{"Length":"10 in","Color":"navy","Model":"R2"}' if "Acme" in text
                 else '{"Length":null,"Color":null,"Model":null}')
 
-    monkeypatch.setattr(cli, "_backend", lambda args, task="extract": scripted(script))
+    import engine.cli.tasks
+
+    monkeypatch.setattr(engine.cli.tasks, "backend_for", lambda args, task="extract": scripted(script))
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"id": "a", "title": "Acme navy ruler R2 10 in"}) + "\n" + "not json\n"
                    + json.dumps({"id": "b", "title": "Plain thing"}) + "\n")

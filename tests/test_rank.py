@@ -227,7 +227,11 @@ def test_rank_adapter_trains_on_synthetic_taxonomy_queries(tmp_path, tiny_model_
 
 def test_every_command_clips_rank_input_at_ranks_own_default():
     """render, eval and rank build the same rank task (it once clipped at 2000 in render/eval, 1000 in rank)."""
-    from engine.cli import _rank_task, build_parser
+    from engine.cli import build_parser
+    from prompts.tasks.base import Setup, get, options_from
+
+    def _rank_task(args):
+        return get("rank").build(options_from(get("rank").options, vars(args)), Setup())
 
     parse = build_parser().parse_args
     for argv in (["rank", "x.jsonl"], ["render", "x.jsonl", "--task", "rank"], ["eval", "rank", "--data", "q.csv"]):

@@ -20,6 +20,7 @@ def fake_shipped(tmp_path, monkeypatch):
     folder = tmp_path / "default"
     folder.mkdir()
     (folder / "facet_provenance.json").write_text(json.dumps({"task": "default", "tasks": list(TASKS)}))
+    monkeypatch.setattr(shipped, "SHIPPED_ROOT", tmp_path)
     monkeypatch.setattr(shipped, "SHIPPED_ADAPTER", folder)
     return folder
 

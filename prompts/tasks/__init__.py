@@ -1,11 +1,19 @@
-"""Tasks: each pairs a template, an output constraint and a parser. Listed explicitly here."""
+"""The tasks. Each module registers one :class:`prompts.tasks.base.TaskDef` on import; importing this package
+registers the built-in ones into ``REGISTRY``, in this order (the CLI lists them so)."""
 
-from prompts.tasks.classify import Classify
-from prompts.tasks.complete import Complete
-from prompts.tasks.extract import Extract
-from prompts.tasks.normalize import Normalize
-from prompts.tasks.rank import Rank
+from importlib import import_module
 
-TASKS = {"extract": Extract, "classify": Classify, "normalize": Normalize, "complete": Complete, "rank": Rank}
+from prompts.tasks.base import REGISTRY, Rendered, Setup, TaskDef, build, get, option, register
 
-__all__ = ["TASKS", "Classify", "Complete", "Extract", "Normalize", "Rank"]
+BUILT_IN = ("extract", "classify", "normalize", "complete", "rank")
+for _name in BUILT_IN:
+    import_module(f"prompts.tasks.{_name}")
+
+from prompts.tasks.classify import Classify  # noqa: E402
+from prompts.tasks.complete import Complete  # noqa: E402
+from prompts.tasks.extract import Extract  # noqa: E402
+from prompts.tasks.normalize import Normalize  # noqa: E402
+from prompts.tasks.rank import Rank  # noqa: E402
+
+__all__ = ["BUILT_IN", "REGISTRY", "Classify", "Complete", "Extract", "Normalize", "Rank", "Rendered", "Setup",
+           "TaskDef", "build", "get", "option", "register"]

@@ -137,3 +137,81 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
     stats.done += sum(1 for r in out if r.ok)
     stats.failed += sum(1 for r in out if not r.ok)
     return out
+
+
+# -- the registered task ---------------------------------------------------------------------------------------
+from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option, register  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    taxonomy: object = option(None, "categories: Shopify categories.txt, a text file of 'Parent > Child' paths, or "
+                              "JSON (list or nested object), e.g. examples/taxonomy.json; default: Shopify's product "
+                              "taxonomy (categories.txt of $FACET_SHOPIFY_TAXONOMY, else shared/data/shopify-taxonomy "
+                              "beside the checkout; the shipped adapter was trained on it)", metavar="FILE")
+    examples: object = option(None, "labelled demonstrations: JSONL {title, category} or PriceRunner-style CSV",
+                              metavar="FILE")
+    shots: int = option(Classify.shots, "demonstrations per product")
+    template: str = option(Classify.template, "built-in template name or a path to your own .j2")
+    top_k: int = option(Classify.top_k, "alternatives to return with their probabilities")
+    review_below: float = option(Classify.review_below, "flag needs_review when the path's probability is below "
+                                 "this")
+    calibrate: bool = option(Classify.calibrate, "contextual calibration against a content-free input (off: it hurt "
+                             "few-shot accuracy here)")
+    max_input_chars: int = option(Classify.max_input_chars, "truncate title+description beyond this")
+
+
+_TAXONOMIES: dict[str, Taxonomy] = {}
+
+
+def as_taxonomy(taxonomy) -> Taxonomy:
+    """A Taxonomy from a file, a list of labels or paths, a Taxonomy, or None (Shopify's, loaded once)."""
+    from pathlib import Path
+
+    from schemas.taxonomy import shopify_taxonomy_file
+
+    if isinstance(taxonomy, Taxonomy):
+        return taxonomy
+    if isinstance(taxonomy, (list, tuple)):
+        return Taxonomy.from_labels(taxonomy)
+    path = str(taxonomy if taxonomy is not None else shopify_taxonomy_file())
+    if path not in _TAXONOMIES:
+        _TAXONOMIES.clear()
+        _TAXONOMIES[path] = Taxonomy.load(Path(path))
+    return _TAXONOMIES[path]
+
+
+def as_labelled_pool(examples) -> ExamplePool | None:
+    """Demonstrations from a file (JSONL {title, category} or PriceRunner CSV), (product, path) pairs, or a pool."""
+    from pathlib import Path
+
+    from prompts.formats import read_classification_gold
+
+    if examples is None or isinstance(examples, ExamplePool):
+        return examples
+    if isinstance(examples, (str, Path)):
+        return labelled_pool([(r.product, r.path) for r in read_classification_gold(examples)])
+    return labelled_pool([(as_product(p, i), tuple(path.split(" > ")) if isinstance(path, str) else tuple(path))
+                          for i, (p, path) in enumerate(examples)])
+
+
+def build_classify(opts: ClassifyOptions, setup: Setup) -> Classify:
+    return Classify(taxonomy=as_taxonomy(opts.taxonomy), examples=as_labelled_pool(opts.examples), shots=opts.shots,
+                    top_k=opts.top_k, review_below=opts.review_below, template=opts.template,
+                    max_input_chars=opts.max_input_chars, calibrate=opts.calibrate, adapter=setup.adapter_name)
+
+
+def render_classify(task: Classify, product: Product) -> Rendered:
+    return Rendered(task.messages(product), "# output constraint (one of):\n" + " | ".join(task.taxonomy.children(())))
+
+
+register(TaskDef(
+    name="classify", help="assign products to categories of a taxonomy (level by level)",
+    description="Classify products into a taxonomy. Each level chooses among the children of the node chosen so far, "
+    "so answers are always real paths; each result has a confidence, top-k alternatives and a needs_review flag.",
+    epilog="examples:\n  facet classify examples/products.jsonl --taxonomy examples/taxonomy.json\n"
+    "  facet classify products.jsonl --taxonomy ../shared/data/shopify-taxonomy/categories.txt -o cats.jsonl\n"
+    "  facet classify products.jsonl --taxonomy t.json --examples labelled.jsonl --shots 3   # demos: {title, "
+    "category}", options=ClassifyOptions, build=build_classify, render=render_classify, batch="batch",
+    run=lambda backend, task, items, stats, state=None: classify_many(backend, task, items, stats=stats),
+))

@@ -129,3 +129,66 @@ def value_confidence(completion: Completion, name: str, value: str | None) -> fl
         if t0 >= end:
             break
     return math.exp(total)
+
+
+# -- the registered task ---------------------------------------------------------------------------------------
+from prompts.tasks.base import (  # noqa: E402
+    Rendered,
+    Setup,
+    TaskDef,
+    as_pool,
+    as_schema,
+    option,
+    register,
+    trained_schema,
+)
+
+
+@dataclass(frozen=True)
+class CompleteOptions:
+    attributes: object = option(None, "JSON category -> the attributes each category should have (e.g. "
+                                "examples/attributes.json); default: those the adapter was trained on", metavar="FILE")
+    examples: object = option(None, "few-shot pool: records with title, category and 'output' (or OA-Mine "
+                              "target_scores)", metavar="JSONL")
+    shots: int = option(Complete.shots, "demonstrations per product")
+    template: str = option(Complete.template, "built-in template name or path to your own .j2")
+    min_confidence: float = option(Complete.min_confidence, "abstain (null, reported) when a value's probability "
+                                   "is below this")
+    max_input_chars: int = option(Complete.max_input_chars, "truncate title+description beyond this")
+
+
+def build_complete(opts: CompleteOptions, setup: Setup) -> Complete:
+    schema = as_schema(opts.attributes)
+    if schema is None:
+        schema = trained_schema(setup)
+    if schema is None:
+        raise ValueError("complete needs to know which attributes each category should have: --attributes FILE "
+                         "(JSON category -> attribute list, e.g. examples/attributes.json) / attributes=")
+    return Complete(attribute_schema=schema, examples=as_pool(opts.examples), shots=opts.shots,
+                    min_confidence=opts.min_confidence, template=opts.template, max_input_chars=opts.max_input_chars,
+                    adapter=setup.adapter_name)
+
+
+def render_complete(task: Complete, product: Product) -> Rendered:
+    return Rendered(task.messages(product), "# output constraint (JSON schema):\n"
+                    + json.dumps(task.schema(product), ensure_ascii=False)[:4000])
+
+
+def run_complete(backend, task: Complete, items: list, stats, state=None) -> list:
+    from engine.runner import run_task
+
+    return run_task(backend, task, items, stats=stats)
+
+
+register(TaskDef(
+    name="complete", help="predict missing attribute values (given values are never changed)",
+    description="For each product, ask for every attribute its category should have (--attributes) that its record "
+    "lacks. Values are spans of the product text or an attribute's allowed values, or null; each carries a "
+    "confidence from the token probabilities and whether it is stated in the text or inferred; answers under "
+    "--min-confidence become abstentions.",
+    epilog="examples:\n  facet complete examples/to_complete.jsonl --attributes examples/attributes.json\n"
+    "  facet complete products.jsonl --attributes attrs.json --examples ../shared/data/oa-mine/train.jsonl -o "
+    "filled.jsonl\n  facet eval complete --data ../shared/data/oa-mine/validation.jsonl --examples "
+    "../shared/data/oa-mine/train.jsonl", options=CompleteOptions, build=build_complete, render=render_complete,
+    run=run_complete,
+))

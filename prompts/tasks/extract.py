@@ -140,3 +140,104 @@ class Extract:
         return ExtractionResult(
             id=product.id, category=product.category, attributes=values, missing=missing, warnings=warnings
         )
+
+
+# -- the registered task ---------------------------------------------------------------------------------------
+from prompts.tasks.base import (  # noqa: E402
+    Rendered,
+    Setup,
+    TaskDef,
+    as_pool,
+    as_schema,
+    option,
+    register,
+    trained_schema,
+)
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    attributes: object = option(None, "JSON category -> attribute list to ask for (schema-guided). Without it: open "
+                                "extraction (the adapter's trained list when it has one)", metavar="FILE")
+    examples: object = option(None, "few-shot pool: records with title, category and 'output' (or OA-Mine "
+                              "target_scores)", metavar="JSONL")
+    shots: int = option(Extract.shots, "demonstrations per product, chosen by similarity")
+    template: str = option(Extract.template, "built-in template name or path to your own .j2")
+    free: bool = option(False, "let values be any string (default: values are constrained to spans of the product "
+                        "text)")
+    max_input_chars: int = option(Extract.max_input_chars, "truncate title+description beyond this")
+    max_new_tokens: int | None = option(None, "answer budget (default: by attribute count)", type=int)
+    # the normalization step after extraction (--spec): see prompts/tasks/normalize.py
+    spec: object = option(None, "also normalize the values found by these rules (JSON spec or WDC-PAVE "
+                          "descriptions.csv): each record gets `normalized`", metavar="FILE")
+    aliases: object = option(None, "with --spec: JSON {alias: canonical attribute name}", metavar="FILE")
+    keep_unknown: bool = option(False, "with --spec: keep attributes no canonical name takes")
+
+
+def build_extract(opts: ExtractOptions, setup: Setup) -> Extract:
+    from prompts.render import prompt_mismatch
+
+    schema = as_schema(opts.attributes)
+    if schema is None:
+        schema = trained_schema(setup)  # an adapter is asked the attributes it was trained on
+    examples = as_pool(opts.examples)
+    if setup.adapter and (warning := prompt_mismatch(setup.adapter, examples is not None, opts.template)):
+        setup.warn(warning)
+    return Extract(template=opts.template, attribute_schema=schema, examples=examples, shots=opts.shots,
+                   grounded=not opts.free, max_input_chars=opts.max_input_chars, max_new_tokens=opts.max_new_tokens,
+                   adapter=setup.adapter_name)
+
+
+def normalize_step(opts: ExtractOptions, setup: Setup):
+    """The normalization after extraction that ``spec`` asks for (None without it). The base model decides values
+    only (names stay the ones the extractor was asked for, unless an alias or spelling maps them); demonstrations
+    come only from a WDC-PAVE file with its ``_normalized`` twin beside it (the extractor's own examples file)."""
+    from pathlib import Path
+
+    from prompts.formats import normalized_twin
+    from prompts.tasks.normalize import NormalizeOptions, build_normalize
+
+    if not opts.spec:
+        return None
+    if setup.adapter and setup.merged:
+        raise ValueError("--spec normalizes with the base model, which a merged adapter replaces: drop "
+                         "--merge-adapter (the adapter is then served beside the base model)")
+    demos = opts.examples if isinstance(opts.examples, (str, Path)) and normalized_twin(opts.examples).is_file() \
+        else None
+    task = build_normalize(NormalizeOptions(spec=opts.spec, aliases=opts.aliases, keep_unknown=opts.keep_unknown,
+                                            examples=demos, shots=opts.shots, ask_names=False), Setup())
+    setup.note(f"the values found are normalized by {opts.spec} ({len(task.examples)} normalization "
+               "demonstrations)")
+    return task
+
+
+def run_extract(backend, task: Extract, items: list, stats, normalize=None) -> list:
+    from engine.runner import run_task
+    from prompts.tasks.normalize import normalize_found
+
+    results = run_task(backend, task, items, stats=stats)
+    if normalize is None:
+        return results
+    return list(normalize_found(backend, normalize, items, results, len(items) or 1, stats))
+
+
+def render_extract(task: Extract, product: Product) -> Rendered:
+    return Rendered(task.messages(product), "# output constraint (JSON schema):\n"
+                    + json.dumps(task.schema(product), ensure_ascii=False)[:4000])
+
+
+register(TaskDef(
+    name="extract", help="extract attributes from a JSONL file of products",
+    description="Extract attribute values from each product's title and description: open (the model names what "
+    "the text states) or schema-guided (--attributes: the attributes each category should have); values are "
+    "constrained to spans of the text, so every value is grounded.",
+    epilog="examples:\n  facet extract products.jsonl -o attrs.jsonl                 # the shipped adapter, open "
+    "attributes\n  facet extract products.jsonl -o attrs.jsonl --resume        # continue a killed run\n"
+    "  facet extract products.jsonl --attributes attrs.json --examples demos.jsonl -o out.jsonl\n"
+    "  facet extract offers.jsonl --spec ../shared/data/wdc-pave/descriptions.csv -o out.jsonl   # + normalized\n"
+    "  facet extract products.jsonl --backend vllm --merge-adapter -o out.jsonl\n"
+    "  facet extract big/ -o out/ --ray auto --workers 8           # a Ray cluster, resumable partitions",
+    options=ExtractOptions,
+    build=build_extract, run=run_extract, render=render_extract,
+    prepare=lambda opts, items, setup: (normalize_step(opts, setup), []),
+))

@@ -474,7 +474,7 @@ def load_examples(path) -> list[dict]:
     import json
     from pathlib import Path
 
-    from eval.datasets import normalized_twin, read_normalization_gold
+    from prompts.formats import normalized_twin, read_normalization_gold
 
     path = Path(path)
     twin = normalized_twin(path)
@@ -496,3 +496,69 @@ def load_examples(path) -> list[dict]:
                 raise ValueError(f"{path}:{n}: a demonstration needs attribute, value and answer; {missing} missing")
             out.append(rec)
     return out
+
+
+# -- the registered task ---------------------------------------------------------------------------------------
+from prompts.tasks.base import Rendered, Setup, TaskDef, option, register  # noqa: E402
+
+
+@dataclass(frozen=True)
+class NormalizeOptions:
+    spec: object = option(None, "rules per attribute: JSON (see schemas/normalization.py, e.g. "
+                          "examples/normalization.json) or a WDC-PAVE descriptions.csv", metavar="FILE")
+    aliases: object = option(None, "JSON {alias: canonical attribute name}, added to the spec's", metavar="FILE")
+    keep_unknown: bool = option(False, "keep attributes the model maps to no canonical name (default: drop them, "
+                                "recorded)")
+    examples: object = option(None, "demonstrations: JSONL {title, category, attribute, value, answer}, or WDC-PAVE "
+                              "train.jsonl with train_normalized.jsonl beside it", metavar="FILE")
+    shots: int = option(Normalize.shots, "demonstrations per model question")
+    ask_names: bool = option(Normalize.ask_names, "let the model map names no rule maps", cli=False)
+
+
+def build_normalize(opts: NormalizeOptions, setup: Setup) -> Normalize:
+    import json
+    from pathlib import Path
+
+    if opts.spec is None:
+        raise ValueError("normalize needs the rules: --spec FILE (JSON spec, e.g. examples/normalization.json, or a "
+                         "WDC-PAVE descriptions.csv) / spec=")
+    spec = opts.spec if isinstance(opts.spec, NormalizationSpec) else NormalizationSpec.load(opts.spec)
+    if opts.aliases:
+        extra = opts.aliases if isinstance(opts.aliases, dict) else json.loads(Path(opts.aliases).read_text())
+        spec = spec.model_copy(update={"aliases": {**spec.aliases, **extra}})
+    examples = load_examples(opts.examples) if isinstance(opts.examples, (str, Path)) else opts.examples
+    return Normalize(spec=spec, examples=tuple(examples or ()), shots=opts.shots, drop_unknown=not opts.keep_unknown,
+                     adapter=setup.adapter_name, ask_names=opts.ask_names)
+
+
+def first_question(task: Normalize, product: Product) -> Question | None:
+    """The first question the model would be asked for this product (a name, else a value), or None."""
+    for k, v in product.attributes.items():
+        canon, _ = task.canonical_name(k, product.category)
+        if canon is None:
+            return Question(product, "name", k, v, (*task.spec.names(product.category), OTHER))
+        rule = task.spec.rule_for(product.category, canon)
+        if task.rule_value(rule, v)[0] is None:
+            return Question(product, "value", canon, v, tuple(rule.options), rule.instruction)
+    return None
+
+
+def render_normalize(task: Normalize, product: Product) -> Rendered:
+    q = first_question(task, product)
+    if q is None:
+        return Rendered(None, note="rules settle every attribute of this record; no prompt")
+    return Rendered(task.messages(q), "# output constraint (one of):\n" + " | ".join(q.options))
+
+
+register(TaskDef(
+    name="normalize", help="canonical attribute names and values (units, colours, allowed values)",
+    description="Normalize each product's `attributes` ({name: value}) by a spec: names onto a canonical vocabulary "
+    "(aliases, spelling, then the model), values by rule (pint unit conversion, numbers, string wrangling, "
+    "expansions, webcolors colour names), and the model only where a value must be mapped onto allowed values no "
+    "rule settles. Every change is recorded with what made it.",
+    epilog="examples:\n  facet normalize examples/to_normalize.jsonl --spec examples/normalization.json\n"
+    "  facet normalize offers.jsonl --spec ../shared/data/wdc-pave/descriptions.csv -o norm.jsonl\n"
+    "  facet eval normalize --data ../shared/data/wdc-pave/train.jsonl",
+    options=NormalizeOptions, build=build_normalize, render=render_normalize, batch="batch",
+    run=lambda backend, task, items, stats, state=None: normalize_many(backend, task, items, stats=stats),
+))

@@ -294,3 +294,95 @@ def as_request(item, index: int = 0, **context) -> RankRequest:
                 rec.setdefault(k, v)
         return RankRequest.from_record(rec)
     raise TypeError(f"expected a RankRequest, Product or dict, got {type(item).__name__}")
+
+
+# -- the registered task ---------------------------------------------------------------------------------------
+from prompts.tasks.base import Rendered, Setup, TaskDef, option, register  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    query: str | None = option(None, "the shopper's search, for records without their own 'query'", type=str)
+    user: str | None = option(None, "whose behaviour to blend in, for records without their own 'user'", type=str)
+    segment: str | None = option(None, "the user's segment, for records without their own 'segment'", type=str)
+    events: object = option(None, "behaviour events (view/click/add_to_cart/purchase), applied in order; events for "
+                            "products not in INPUT become error records", metavar="JSONL")
+    strength: float = option(Behaviour.strength, "how many event-weights the model's prior counts for (purchase = 8, "
+                             "view = 1)")
+    half_life: float = option(Behaviour.half_life, "events after which old behaviour counts half")
+    segment_weight: float = option(Behaviour.segment_weight, "weight of the segment's behaviour beside the user's "
+                                   "own")
+    behaviour: object = option(None, "a Behaviour fed with events (Python API)", cli=False)
+    examples: object = option(None, "demonstrations: records as above plus \"answer\": the attribute that matters "
+                              "most", metavar="FILE")
+    shots: int = option(Rank.shots, "demonstrations per product")
+    template: str = option(Rank.template, "built-in template name or a path to your own .j2")
+    max_input_chars: int = option(Rank.max_input_chars, "truncate title+description beyond this")
+    reasons: str = option(Rank.reasons, "'evidence': what the search named, the model's weight, the behaviour share; "
+                          "'model': a reason written by the model (slower, and a small model's are often wrong)",
+                          choices=("evidence", "model", "none"))
+    read_unmatched: bool = option(Rank.read_unmatched, "also let the model attribute search words that no rule "
+                                  "matches (values the taxonomy does not list); off by default, see docs/benchmarks.md")
+
+
+def build_rank(opts: RankOptions, setup: Setup) -> Rank:
+    from pathlib import Path
+
+    examples = load_rank_examples(opts.examples) if isinstance(opts.examples, (str, Path)) else opts.examples
+    return Rank(examples=tuple(examples or ()), shots=opts.shots, reasons=opts.reasons, template=opts.template,
+                max_input_chars=opts.max_input_chars, adapter=setup.adapter_name, read_unmatched=opts.read_unmatched)
+
+
+def rank_item(opts: RankOptions, record, index: int = 0) -> RankRequest:
+    return as_request(record, index, query=opts.query, user=opts.user, segment=opts.segment)
+
+
+def prepare_rank(opts: RankOptions, items: list[RankRequest] | None, setup: Setup) -> tuple[Behaviour, list]:
+    """The behaviour to blend in: ``behaviour``, else one fed with ``events`` (error records for the events that
+    could not be applied)."""
+    from engine.behaviour import read_events
+    from engine.errors import InputError
+
+    if opts.behaviour is not None:
+        return opts.behaviour, []
+    behaviour = Behaviour(strength=opts.strength, half_life=opts.half_life, segment_weight=opts.segment_weight)
+    errors = []
+    if not opts.events:
+        return behaviour, errors
+    if items is None:
+        raise ValueError("facet rank --events needs every record in one process; run it without --ray")
+    names = {req.product.id: req.names for req in items}
+    for number, ev in read_events(opts.events):
+        try:
+            if isinstance(ev, InputError):
+                raise ev
+            behaviour.update(ev, names.get(ev.product))
+        except InputError as exc:
+            errors.append(ErrorRecord(id=f"events:{number}", task="rank", error=f"{opts.events} line {number}: "
+                                      f"{exc.reason}"))
+    setup.note(f"{behaviour.events} events applied from {opts.events}, {len(errors)} rejected")
+    return behaviour, errors
+
+
+def render_rank(task: Rank, req: RankRequest) -> Rendered:
+    return Rendered(task.messages(req), "# output constraint (one of; scored, or decoded one pick at a time):\n"
+                    + " | ".join(req.names))  # the first pick ("which matters most?")
+
+
+register(TaskDef(
+    name="rank", help="order each product's attributes by importance to a shopper (query, behaviour)",
+    description="Order each product's attributes (its `attributes` keys, or a `rank` list of names) by how much "
+    "they matter to the shopper: the model scores every name as the answer to 'which attribute matters most?' (the "
+    "output is always a permutation of the given names, weights sum to 1), behaviour events from --events move the "
+    "weights by a documented rule (README), and a short reason is decoded for each attribute. A record may carry "
+    "its own query, user and segment.",
+    epilog="examples:\n  facet rank examples/to_rank.jsonl --query 'blue velvet sofa'\n"
+    "  facet rank examples/to_rank.jsonl --events examples/events.jsonl --user u1 -o ranked.jsonl\n"
+    "  facet eval rank --data ../shared/data/wands/query.csv --examples ../shared/data/wands/query.csv\n"
+    "records: {\"id\": \"p1\", \"title\": \"...\", \"attributes\": {\"Color\": \"blue\", ...}, \"query\": \"...\", "
+    "\"user\": \"u1\"}\nevents:  {\"user\": \"u1\", \"segment\": \"s\", \"product\": \"p1\", \"event\": \"click\", "
+    "\"attributes\": {\"Color\": \"blue\"}}  (event: view, click, add_to_cart, purchase)",
+    options=RankOptions, build=build_rank, render=render_rank, item=rank_item, prepare=prepare_rank, reads="record",
+    batch="batch", run=lambda backend, task, items, stats, state=None: rank_many(backend, task, items, state,
+                                                                                stats=stats),
+))

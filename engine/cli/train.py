@@ -1,0 +1,97 @@
+"""`facet train`: fine-tune a LoRA adapter for one task, or rebuild the shipped adapters (`facet train default`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.cli.options import add_all_task_options
+from engine.models import DEFAULT_MODEL
+
+
+def add_train_command(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task, or rebuild the shipped one (default)")
+    p.add_argument("task", choices=["default", "extract", "classify", "complete", "rank"],
+                   help="'default' rebuilds the adapter facet ships (all tasks, one adapter) from --data")
+    p.add_argument("--data", default="../shared/data", metavar="DIR",
+                   help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
+    p.add_argument("--tasks", metavar="LIST", help="default: train only these tasks (comma-separated)")
+    p.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="LoRA on the top N decoder layers only (faster: the backward pass stops below them)")
+    p.add_argument("--patience", type=int, default=1, help="epochs without a lower validation loss before stopping")
+    p.add_argument("--train", help="extract, complete: JSONL (OA-Mine/WDC format or facet examples); "
+                   "classify: PriceRunner CSV or JSONL {title, category}; rank: a Shopify taxonomy folder "
+                   "(synthetic queries: an allowed value + the category name) or JSONL rank demonstrations")
+    p.add_argument("--taxonomy", metavar="FILE", help="classify: the taxonomy (default: the labels of --train)")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="classify: leave out the N rows (and their product clusters) that `facet eval classify "
+                   "--limit N --seed SEED` scores")
+    p.add_argument("--max-records", type=int, default=None, help="classify: train on a seeded sample of this many; "
+                   "rank from a taxonomy: synthetic queries to make (default 2000)")
+    p.add_argument("--val", help="validation JSONL (for early stopping)")
+    p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': the shipped adapter "
+                   "inside the package)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3; default: 1)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4; default: 5e-4)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16; default: 32 on the top 10 layers)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUTPUT")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (use on GPUs / AMX CPUs; measured >5x slower than fp32 on this 2-core CPU)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when visible), cpu, or cuda")
+    p.add_argument("--batching", choices=("length", "random", "pack"), default="length",
+                   help="how records form a step: 'length' (default) groups records of similar length (least "
+                   "padding), 'random' plain shuffled steps, 'pack' packs each step's records into shared rows "
+                   "with a block-diagonal mask; see README for the measured speeds")
+    p.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="extract: add up to N changed copies of each training record: comma-separated parts "
+                   "reordered, one value deleted from the title (answer null), lower case; complete: hide N more "
+                   "attributes of each record, in turn (default 0)")
+    p.add_argument("--max-len", type=int, default=None, metavar="TOKENS",
+                   help="skip training records whose prompt + answer is longer (default 512; 1024 with --examples)")
+    p.epilog = ("extract with --examples trains on prompts that carry --shots demonstrations from that pool "
+                "(a record never sees itself); give the same --examples at inference (facet warns if not).")
+    add_all_task_options(p)
+    p.set_defaults(func=cmd_train, attributes=None, examples=None)
+
+
+def cmd_train(args) -> int:
+    from finetune.train import TrainConfig, train_from_args
+
+    if args.task == "default":
+        return _train_default(args)
+    if not args.train or not args.output:
+        raise ValueError(f"facet train {args.task} needs --train FILE (the training data) and -o FOLDER")
+    return train_from_args(args, TrainConfig)
+
+
+def _train_default(args) -> int:
+    """The shipped multi-task adapter, rebuilt from a data folder (see finetune/default.py)."""
+    import torch
+
+    from engine import adapters as shipped
+    from finetune.default import SHIPPED_TRAINING, Recipe, train_default
+    from finetune.train import TrainConfig
+
+    data = Path(args.data)
+    if not (data / "oa-mine" / "train.jsonl").is_file():
+        raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
+                         f"(pass --data DIR)")
+    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
+    cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
+                      seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
+                      patience=args.patience, **{**SHIPPED_TRAINING, **{k: v for k, v in given.items() if v is not None}})
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(args.output or shipped.SHIPPED_ADAPTER)
+    recipe = Recipe(seed=args.seed, **({"tasks": tuple(args.tasks.split(","))} if args.tasks else {}))
+    prov = train_default(data, out, cfg, recipe, resume=args.resume, command=" ".join(["facet", *sys.argv[1:]]))
+    print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
+          f"{prov['train_tokens_per_s']:.0f} tokens/s, best val loss {prov['best_val_loss']})", file=sys.stderr)
+    return 0
+
+
