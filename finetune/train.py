@@ -364,6 +364,11 @@ def _rank_data(args, cfg: TrainConfig):
         "synthetic_from": str(source) if source.is_dir() else None}
 
 
+# task -> (its pair builder, whether it can train on prompts with demonstrations)
+TRAINABLE = {"extract": (_extract_data, True), "classify": (_classify_data, False),
+             "complete": (_complete_data, False), "rank": (_rank_data, False)}
+
+
 def _read_training(reader, path) -> list:
     """The training rows, or a ValueError that names the file and what is wrong with it."""
     try:
@@ -400,14 +405,14 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
                       bf16=args.bf16, device=getattr(args, "device", "auto"),
                       batching=getattr(args, "batching", "length"),
                       augment=getattr(args, "augment", 0),
-                      max_len=getattr(args, "max_len", None)
-                      or (1024 if args.task == "extract" and getattr(args, "examples", None) else 512))
+                      max_len=getattr(args, "max_len", None) or (1024 if getattr(args, "examples", None) else 512))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if getattr(args, "examples", None) and args.task != "extract":
-        raise ValueError(f"--examples trains on prompts with demonstrations, which only `facet train extract` "
-                         f"supports; leave it out for `facet train {args.task}`")
-    build = {"extract": _extract_data, "classify": _classify_data, "complete": _complete_data, "rank": _rank_data}[args.task]
+    build, with_demonstrations = TRAINABLE[args.task]
+    if getattr(args, "examples", None) and not with_demonstrations:
+        able = ", ".join(f"`facet train {t}`" for t, (_, demos) in TRAINABLE.items() if demos)
+        raise ValueError(f"--examples trains on prompts with demonstrations, which only {able} supports; leave it "
+                         f"out for `facet train {args.task}`")
     template, pairs, val_pairs, report, files, extra = build(args, cfg)
     print(f"facet: training data {args.train}:\n{report.text()}", file=sys.stderr)
     if report.usable < 8:

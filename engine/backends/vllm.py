@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.adapters import VLLM_RANKS, check_adapter, check_known
-from engine.backends import vllm_cpu_lora
 from engine.backends.grammar import shared_enum_ebnf
 from engine.chat import request_text
 from engine.errors import EngineError
@@ -72,6 +71,12 @@ def merged_model(base: Path, adapter: str | Path, build: bool = True) -> Path:
 
 
 def on_cpu() -> bool:
+    """No CUDA GPU here. Before torch is loaded, a machine without the NVIDIA driver's device file answers at
+    once (`facet serve --dry-run` then prints its command without the ~1 s torch import)."""
+    import sys
+
+    if "torch" not in sys.modules and not Path("/dev/nvidiactl").exists():
+        return True
     import torch
 
     return not torch.cuda.is_available()
@@ -133,6 +138,8 @@ class VLLMBackend:
             (self.merged, path), = self.adapters.items()
             folder = merged_model(folder, path)
         lora = bool(self.adapters) and self.merged is None
+        from engine.backends import vllm_cpu_lora  # torch: loaded with the engine, not with `facet serve --dry-run`
+
         if cpu and lora:  # in this process; `facet serve`'s server gets them through the vLLM plugin entry point
             vllm_cpu_lora.register()
         # vLLM's own CPU LoRA ops (0.32) serve a batch's base rows the adapter too, and fail on prompt

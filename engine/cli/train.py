@@ -11,7 +11,9 @@ from engine.models import DEFAULT_MODEL
 
 def add_train_command(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task, or rebuild the shipped one (default)")
-    p.add_argument("task", choices=["default", "extract", "classify", "complete", "rank"],
+    from finetune.train import TRAINABLE
+
+    p.add_argument("task", choices=["default", *TRAINABLE],
                    help="'default' rebuilds the adapter facet ships (all tasks, one adapter) from --data")
     p.add_argument("--data", default="../shared/data", metavar="DIR",
                    help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
