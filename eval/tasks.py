@@ -299,24 +299,20 @@ def _query_line(report: dict) -> str:
             "s/search")
 
 
-def _builtin() -> None:
-    from eval import report as md
+# the built-in evals, listed explicitly (a user's own joins with register_eval)
+from eval import report as md  # noqa: E402
 
-    register_eval(EvalDef("extract", "extract", "the published OA-Mine / WDC-PAVE metric: exact-match micro-F1 over "
-                          "gold slots (eval/metrics.py)", _extract, md.extraction_markdown, _extract_line,
-                          ExtractEvalOptions))
-    register_eval(EvalDef("classify", "classify", "accuracy per level and overall, macro-F1, confusion chart",
-                          _classify, md.classification_markdown, _classify_line, ClassifyEvalOptions, _confusion))
-    register_eval(EvalDef("complete", "complete", "one gold attribute hidden per product: fill accuracy, hidden "
-                          "recall, false fills", _complete, md.completion_markdown, _complete_line,
-                          CompleteEvalOptions))
-    register_eval(EvalDef("normalize", "normalize", "micro-F1 of normalized values (WDC-PAVE)", _normalize,
-                          md.normalization_markdown, _normalize_line, NormalizeEvalOptions))
-    register_eval(EvalDef("rank", "rank", "NDCG@3 / MRR on WANDS queries against given-order and random baselines",
-                          _rank, md.ranking_markdown, _rank_line, RankEvalOptions))
-    register_eval(EvalDef("query", "rank", "which phrase of a search goes to which attribute (rank's query "
-                          "understanding), on hand-labelled searches", _query, md.query_markdown, _query_line,
-                          QueryEvalOptions))
-
-
-_builtin()
+EVALS.update({e.name: e for e in (
+    EvalDef("extract", "extract", "the published OA-Mine / WDC-PAVE metric: exact-match micro-F1 over gold slots "
+            "(eval/metrics.py)", _extract, md.extraction_markdown, _extract_line, ExtractEvalOptions),
+    EvalDef("classify", "classify", "accuracy per level and overall, macro-F1, confusion chart", _classify,
+            md.classification_markdown, _classify_line, ClassifyEvalOptions, _confusion),
+    EvalDef("complete", "complete", "one gold attribute hidden per product: fill accuracy, hidden recall, false "
+            "fills", _complete, md.completion_markdown, _complete_line, CompleteEvalOptions),
+    EvalDef("normalize", "normalize", "micro-F1 of normalized values (WDC-PAVE)", _normalize,
+            md.normalization_markdown, _normalize_line, NormalizeEvalOptions),
+    EvalDef("rank", "rank", "NDCG@3 / MRR on WANDS queries against given-order and random baselines", _rank,
+            md.ranking_markdown, _rank_line, RankEvalOptions),
+    EvalDef("query", "rank", "which phrase of a search goes to which attribute (rank's query understanding), on "
+            "hand-labelled searches", _query, md.query_markdown, _query_line, QueryEvalOptions),
+)})

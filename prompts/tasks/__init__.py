@@ -1,19 +1,16 @@
-"""The tasks. Each module registers one :class:`prompts.tasks.base.TaskDef` on import; importing this package
-registers the built-in ones into ``REGISTRY``, in this order (the CLI lists them so)."""
+"""The tasks, listed explicitly: each module defines one :class:`prompts.tasks.base.TaskDef` (``TASK``), and
+``REGISTRY`` maps names to them in this order (the CLI lists them so). A user's own task joins with
+``prompts.tasks.base.register``."""
 
-from importlib import import_module
-
+from prompts.tasks import classify, complete, extract, normalize, rank
 from prompts.tasks.base import REGISTRY, Rendered, Setup, TaskDef, build, get, option, register
+from prompts.tasks.classify import Classify
+from prompts.tasks.complete import Complete
+from prompts.tasks.extract import Extract
+from prompts.tasks.normalize import Normalize
+from prompts.tasks.rank import Rank
 
-BUILT_IN = ("extract", "classify", "normalize", "complete", "rank")
-for _name in BUILT_IN:
-    import_module(f"prompts.tasks.{_name}")
+REGISTRY.update({t.name: t for t in (extract.TASK, classify.TASK, normalize.TASK, complete.TASK, rank.TASK)})
 
-from prompts.tasks.classify import Classify  # noqa: E402
-from prompts.tasks.complete import Complete  # noqa: E402
-from prompts.tasks.extract import Extract  # noqa: E402
-from prompts.tasks.normalize import Normalize  # noqa: E402
-from prompts.tasks.rank import Rank  # noqa: E402
-
-__all__ = ["BUILT_IN", "REGISTRY", "Classify", "Complete", "Extract", "Normalize", "Rank", "Rendered", "Setup",
-           "TaskDef", "build", "get", "option", "register"]
+__all__ = ["REGISTRY", "Classify", "Complete", "Extract", "Normalize", "Rank", "Rendered", "Setup", "TaskDef",
+           "build", "get", "option", "register"]

@@ -140,7 +140,7 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option, register  # noqa: E402
+from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def render_classify(task: Classify, product: Product) -> Rendered:
     return Rendered(task.messages(product), "# output constraint (one of):\n" + " | ".join(task.taxonomy.children(())))
 
 
-register(TaskDef(
+TASK = TaskDef(
     name="classify", help="assign products to categories of a taxonomy (level by level)",
     description="Classify products into a taxonomy. Each level chooses among the children of the node chosen so far, "
     "so answers are always real paths; each result has a confidence, top-k alternatives and a needs_review flag.",
@@ -214,4 +214,4 @@ register(TaskDef(
     "  facet classify products.jsonl --taxonomy t.json --examples labelled.jsonl --shots 3   # demos: {title, "
     "category}", options=ClassifyOptions, build=build_classify, render=render_classify, batch="batch",
     run=lambda backend, task, items, stats, state=None: classify_many(backend, task, items, stats=stats),
-))
+)

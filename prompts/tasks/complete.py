@@ -139,7 +139,6 @@ from prompts.tasks.base import (  # noqa: E402
     as_pool,
     as_schema,
     option,
-    register,
     trained_schema,
 )
 
@@ -180,7 +179,7 @@ def run_complete(backend, task: Complete, items: list, stats, state=None) -> lis
     return run_task(backend, task, items, stats=stats)
 
 
-register(TaskDef(
+TASK = TaskDef(
     name="complete", help="predict missing attribute values (given values are never changed)",
     description="For each product, ask for every attribute its category should have (--attributes) that its record "
     "lacks. Values are spans of the product text or an attribute's allowed values, or null; each carries a "
@@ -191,4 +190,4 @@ register(TaskDef(
     "filled.jsonl\n  facet eval complete --data ../shared/data/oa-mine/validation.jsonl --examples "
     "../shared/data/oa-mine/train.jsonl", options=CompleteOptions, build=build_complete, render=render_complete,
     run=run_complete,
-))
+)

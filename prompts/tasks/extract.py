@@ -150,7 +150,6 @@ from prompts.tasks.base import (  # noqa: E402
     as_pool,
     as_schema,
     option,
-    register,
     trained_schema,
 )
 
@@ -226,7 +225,7 @@ def render_extract(task: Extract, product: Product) -> Rendered:
                     + json.dumps(task.schema(product), ensure_ascii=False)[:4000])
 
 
-register(TaskDef(
+TASK = TaskDef(
     name="extract", help="extract attributes from a JSONL file of products",
     description="Extract attribute values from each product's title and description: open (the model names what "
     "the text states) or schema-guided (--attributes: the attributes each category should have); values are "
@@ -240,4 +239,4 @@ register(TaskDef(
     options=ExtractOptions,
     build=build_extract, run=run_extract, render=render_extract,
     prepare=lambda opts, items, setup: (normalize_step(opts, setup), []),
-))
+)

@@ -499,7 +499,7 @@ def load_examples(path) -> list[dict]:
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import Rendered, Setup, TaskDef, option, register  # noqa: E402
+from prompts.tasks.base import Rendered, Setup, TaskDef, option  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -550,7 +550,7 @@ def render_normalize(task: Normalize, product: Product) -> Rendered:
     return Rendered(task.messages(q), "# output constraint (one of):\n" + " | ".join(q.options))
 
 
-register(TaskDef(
+TASK = TaskDef(
     name="normalize", help="canonical attribute names and values (units, colours, allowed values)",
     description="Normalize each product's `attributes` ({name: value}) by a spec: names onto a canonical vocabulary "
     "(aliases, spelling, then the model), values by rule (pint unit conversion, numbers, string wrangling, "
@@ -561,4 +561,4 @@ register(TaskDef(
     "  facet eval normalize --data ../shared/data/wdc-pave/train.jsonl",
     options=NormalizeOptions, build=build_normalize, render=render_normalize, batch="batch",
     run=lambda backend, task, items, stats, state=None: normalize_many(backend, task, items, stats=stats),
-))
+)

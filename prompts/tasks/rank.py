@@ -297,7 +297,7 @@ def as_request(item, index: int = 0, **context) -> RankRequest:
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import Rendered, Setup, TaskDef, option, register  # noqa: E402
+from prompts.tasks.base import Rendered, Setup, TaskDef, option  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -369,7 +369,7 @@ def render_rank(task: Rank, req: RankRequest) -> Rendered:
                     + " | ".join(req.names))  # the first pick ("which matters most?")
 
 
-register(TaskDef(
+TASK = TaskDef(
     name="rank", help="order each product's attributes by importance to a shopper (query, behaviour)",
     description="Order each product's attributes (its `attributes` keys, or a `rank` list of names) by how much "
     "they matter to the shopper: the model scores every name as the answer to 'which attribute matters most?' (the "
@@ -385,4 +385,4 @@ register(TaskDef(
     options=RankOptions, build=build_rank, render=render_rank, item=rank_item, prepare=prepare_rank, reads="record",
     batch="batch", run=lambda backend, task, items, stats, state=None: rank_many(backend, task, items, state,
                                                                                 stats=stats),
-))
+)
