@@ -25,6 +25,8 @@ def hardware() -> str:
     import os
 
     try:
+        if "torch" not in sys.modules:  # not worth a second's import to say so: no GPU work ran in this process
+            raise ImportError
         import torch
 
         if torch.cuda.is_available():
@@ -43,3 +45,49 @@ def provenance(**extra: Any) -> dict:
         **extra,
     }
 
+
+
+def facet_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("facet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON can hold it: paths and objects (a schema, a taxonomy) by their text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return str(value) if isinstance(value, Path) else f"<{type(value).__name__}>"
+
+
+def sidecar_path(output: str | Path) -> Path:
+    """Where the provenance of an output goes: ``OUT.provenance.json`` beside a file (out.jsonl ->
+    out.provenance.json), ``provenance.json`` inside an output folder (Ray partitions)."""
+    output = Path(output)
+    return output / "provenance.json" if output.is_dir() else output.with_suffix(".provenance.json")
+
+
+def write_sidecar(output: str | Path, run: dict[str, Any]) -> Path:
+    """Record one run that wrote ``output`` (model, adapter hash, template hash, options, facet version, counts);
+    a resumed output keeps the runs before it, in order."""
+    import json
+    import time
+
+    path = sidecar_path(output)
+    try:
+        runs = json.loads(path.read_text()).get("runs", [])
+    except (OSError, ValueError):
+        runs = []
+    adapter = run.get("adapter")
+    entry = {"facet_version": facet_version(), **provenance(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             **{k: jsonable(v) for k, v in run.items()},
+             "adapter_hash": file_hash(adapter) if adapter and Path(adapter).exists() else None}
+    path.write_text(json.dumps({"output": str(output), "runs": [*runs, entry]}, indent=1, ensure_ascii=False))
+    return path

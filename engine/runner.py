@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import ParseError
-from engine.types import Backend, Completion, Request, ScoreRequest
+from engine.types import Backend, Completion, Request, ScoreRequest, ScoringBackend
 from schemas import ErrorRecord
 
 
@@ -46,7 +46,7 @@ class RunStats:
 
 def can_score(backend) -> bool:
     """Whether the backend can score given answers (transformers; vLLM unless its own CPU LoRA ops are in use)."""
-    return hasattr(backend, "score") and getattr(backend, "can_score", True)
+    return isinstance(backend, ScoringBackend) and getattr(backend, "can_score", True)
 
 
 def score_options(backend, questions: Sequence[tuple[Any, Sequence[str]]], adapter: str | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 
 class Message(TypedDict):
@@ -74,7 +74,34 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
 
 
-class ScoringBackend(Backend, Protocol):
-    """Optional: backends that can score given answers (used to rank a closed set of choices)."""
+# Optional abilities, each a Protocol checked with isinstance (not probed by attribute name where it is used)
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """Backends that can score given answers (used to rank a closed set of choices). One may still decline for
+    its current configuration with ``can_score = False`` (vLLM's CPU LoRA ops)."""
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]: ...
+
+
+@runtime_checkable
+class TokenizingBackend(Protocol):
+    """Backends that hold the model's tokenizer in this process (transformers, vLLM; not an OpenAI server)."""
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+
+@runtime_checkable
+class PrefixCachingBackend(Protocol):
+    """Backends with a prompt cache that outlives one call (vLLM): benchmarks reset it between the runs they
+    compare."""
+
+    def reset_prefix_cache(self) -> Any: ...
+
+
+@runtime_checkable
+class ClosableBackend(Protocol):
+    """Backends holding an engine to shut down before another one starts (vLLM)."""
+
+    def close(self) -> None: ...

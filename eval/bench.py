@@ -12,7 +12,7 @@ import statistics
 import time
 
 from engine.runner import RunStats, run_task
-from engine.types import Choice, JsonSchema
+from engine.types import Choice, JsonSchema, PrefixCachingBackend
 
 
 def grammar_compile(tokenizer, schemas: list[dict], engines=("llguidance", "xgrammar")) -> dict:
@@ -77,7 +77,7 @@ def backend_run(backend, task, products, *, compare_base: bool = True) -> dict:
     A backend with a prefix cache across calls (vLLM) has it reset before the constrained and the free run:
     otherwise the free run, second, finds every prompt already computed and looks faster than it is."""
     reqs = [task.build(p) for p in products]
-    reset = getattr(backend, "reset_prefix_cache", None)
+    reset = backend.reset_prefix_cache if isinstance(backend, PrefixCachingBackend) else None
     resets = []
 
     def timed(requests, cold: bool = False):

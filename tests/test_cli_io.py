@@ -248,3 +248,20 @@ def test_help_never_points_at_files_outside_the_product():
         with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
             sub.parse_args(["--help"])
         assert "shared/data/README" not in out.getvalue(), name
+
+
+def test_every_output_gets_its_provenance_beside_it_and_a_resume_adds_a_run(tmp_path, tiny_model_dir):
+    src = write_lines(tmp_path / "in.jsonl", GOOD[:2])
+    out = tmp_path / "out.jsonl"
+    assert run_cli(tiny_model_dir, src, "-o", out, "--shots", "1", "--max-input-chars", "500") == 0
+    prov = json.loads((tmp_path / "out.provenance.json").read_text())
+    run = prov["runs"][0]
+    assert run["task"] == "extract" and run["model"] == str(tiny_model_dir) and run["template"] == "extract.j2"
+    assert len(run["template_hash"]) == 16 and run["facet_version"] and run["command"]
+    assert run["options"]["shots"] == 1 and run["options"]["max_input_chars"] == 500 and run["options"]["free"] is False
+    assert run["records"] == {"done": 2, "failed": 0, "bad_input": 0, "skipped_as_done": 0}
+    write_lines(src, GOOD)
+    assert run_cli(tiny_model_dir, src, "-o", out, "--resume") == 0
+    runs = json.loads((tmp_path / "out.provenance.json").read_text())["runs"]
+    assert len(runs) == 2 and runs[1]["resumed"] and runs[1]["records"]["skipped_as_done"] == 2
+    assert len(read_out(out)) == 3  # the sidecar is not read as output

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.options import add_dataclass_options, add_model_options, backend_for, setup_for
+from engine.types import ClosableBackend, TokenizingBackend
 
 
 def schema_from(args):
@@ -59,7 +60,7 @@ def cmd_bench(args) -> int:
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     schemas = [task.schema(p) for p in products[: args.schemas]]
     # grammar compile times are facet's local engines; an OpenAI-compatible server compiles its own
-    report = {"grammar": grammar_compile(backend.tokenizer, schemas) if args.backend != "openai" else {},
+    report = {"grammar": grammar_compile(backend.tokenizer, schemas) if isinstance(backend, TokenizingBackend) else {},
               "throughput": throughput(backend, task, products, sizes),
               "provenance": provenance(model=args.model, adapter=args.adapter, data=str(args.data),
                                        examples=args.examples)}
@@ -119,7 +120,7 @@ def bench_backends(args, task, products) -> int:
             backend = backend_for(opts)
             rows[name] = backend_run(backend, task, products, compare_base=not merged)
             rows[name]["grammar"] = grammar_engine(args.grammar, opts.backend)
-            if hasattr(backend, "close"):  # free vLLM's engine before the next backend starts
+            if isinstance(backend, ClosableBackend):  # free vLLM's engine before the next backend starts
                 backend.close()
         del backend
         gc.collect()

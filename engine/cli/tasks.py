@@ -55,17 +55,35 @@ def cmd_task(args) -> int:
         for i in range(0, len(todo), size):
             yield from td.run(backend, task, todo[i : i + size], stats, chosen.get("state"))
 
+    prov = run_provenance(args, td, opts, task)
     if getattr(args, "ray", None):
-        return run_ray(args, td.name, process, to_item)
-    return run_jsonl(args, td.name, process, to_item, prepare)
+        return run_ray(args, td.name, process, to_item, prov)
+    return run_jsonl(args, td.name, process, to_item, prepare, prov)
 
 
-def run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int:
+def run_provenance(args, td, opts, task) -> dict:
+    """What goes into OUT.provenance.json: the model, the adapter, the template and its hash, every option."""
+    from dataclasses import asdict
+
+    from prompts.render import template_hash
+
+    template = getattr(task, "template", None)
+    try:
+        digest = template_hash(template) if template else None
+    except OSError:
+        digest = None
+    return {"task": td.name, "model": args.model, "backend": getattr(args, "backend", "transformers"),
+            "adapter": getattr(args, "adapter", None), "template": template, "template_hash": digest,
+            "options": asdict(opts), "input": args.input}
+
+
+def run_jsonl(args, task_name: str, process, to_item=None, prepare=None, provenance: dict | None = None) -> int:
     """Read JSONL, skip done ids (--resume), stream results, summarize.
 
     ``process(items, stats)`` yields one result per item, in order. ``to_item(line)`` turns a valid line into the
     task's item (default: its Product; a ValueError makes it a bad-input record). ``prepare(items)`` sees every
     valid item (done ones too) before the run and returns extra error records to write (e.g. bad events).
+    ``provenance``: written beside OUTPUT as OUT.provenance.json with the run's counts (engine.provenance).
     """
     from tqdm import tqdm
 
@@ -120,10 +138,15 @@ def run_jsonl(args, task_name: str, process, to_item=None, prepare=None) -> int:
         + (f" -> {out}" if out else ""),
         file=sys.stderr,
     )
+    if out and provenance is not None:
+        from engine.provenance import write_sidecar
+
+        write_sidecar(out, {**provenance, "resumed": bool(skip), "seconds": round(secs, 1), "records": {
+            "done": stats.done, "failed": stats.failed, "bad_input": len(bad), "skipped_as_done": len(skip)}})
     return 0
 
 
-def run_ray(args, task_name: str, process, to_item=None) -> int:
+def run_ray(args, task_name: str, process, to_item=None, provenance: dict | None = None) -> int:
     """The same command on a Ray cluster (engine/distributed.py): -o is a folder of partitions."""
     from engine import distributed
 
@@ -133,4 +156,9 @@ def run_ray(args, task_name: str, process, to_item=None) -> int:
                               batch_size=args.batch_size * 2, resume=args.resume, address=args.ray,
                               progress=not args.quiet)
     print(summary.line(args.output), file=sys.stderr)
+    if provenance is not None:
+        from engine.provenance import write_sidecar
+
+        write_sidecar(args.output, {**provenance, "ray": args.ray, "workers": args.workers,
+                                    "summary": summary.line(args.output)})
     return 0

@@ -26,7 +26,7 @@ from itertools import islice
 
 from engine.errors import ParseError
 from engine.runner import RunStats, can_score, run_task, score_options
-from engine.types import Choice, Completion, Request
+from engine.types import Choice, Completion, Request, TokenizingBackend
 from prompts.render import render_messages
 from schemas import ErrorRecord, ExtractionResult, Product
 from schemas.normalization import Change, NormalizationResult, NormalizationSpec, NormRule
@@ -367,7 +367,7 @@ def normalize_many(backend, task: Normalize, products: list[Product], stats: Run
             # small model this beats decoding, which mostly returns the first option offered
             scores = score_options(backend, [(tuple(task.messages(q)), q.options) for q in questions], task.adapter,
                                    stats)
-            tok = getattr(backend, "tokenizer", None)
+            tok = backend.tokenizer if isinstance(backend, TokenizingBackend) else None
             if task.per_token and tok:  # mean log-probability per token: long options are not penalised for length
                 scores = [[lp / (len(tok(o, add_special_tokens=False).input_ids) + 1) for lp, o in zip(lps, q.options, strict=True)]
                           for lps, q in zip(scores, questions, strict=True)]
