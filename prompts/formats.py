@@ -83,3 +83,28 @@ def read_normalization_gold(raw: str | Path, normalized: str | Path | None = Non
             ra.pop("attributes", None)
             rows.append(NormGold(Product.model_validate({**ra, "attributes": attrs}), gold))
     return rows
+
+
+def load_examples(path) -> list[dict]:
+    """Demonstrations for the model's value choices: JSONL ``{title, category, attribute, value, answer}``, or a
+    WDC-PAVE raw file with its ``_normalized`` twin beside it (every attribute's first raw and normalized value)."""
+    path = Path(path)
+    twin = normalized_twin(path)
+    if twin.is_file():
+        return [{"title": r.product.title, "category": r.product.category, "attribute": a,
+                 "value": r.product.attributes[a], "answer": sorted(g)[0]}
+                for r in read_normalization_gold(path, twin) for a, g in r.gold.items()]
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
+            missing = [k for k in ("attribute", "value", "answer") if k not in rec]
+            if missing:
+                raise ValueError(f"{path}:{n}: a demonstration needs attribute, value and answer; {missing} missing")
+            out.append(rec)
+    return out
