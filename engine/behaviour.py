@@ -15,7 +15,6 @@ The rule (documented in the README, pinned by tests):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +30,17 @@ EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 
 def read_events(path: str | Path) -> Iterator[tuple[int, Event | InputError]]:
     """(line number, Event or the InputError that says what is wrong with that line) per non-blank line."""
-    with Path(path).open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, Event.model_validate(json.loads(line))
-            except json.JSONDecodeError as exc:
-                yield number, InputError(f"events: not valid JSON ({exc.msg}); one JSON object per line", line=number)
-            except ValidationError as exc:
+    from engine.io import read_jsonl
+
+    for number, rec in read_jsonl(path, strict=False):
+        if isinstance(rec, ValueError):
+            yield number, InputError(f"events: {str(rec).split(': ', 2)[-1]}", line=number)
+            continue
+        try:
+            yield number, Event.model_validate(rec)
+        except ValidationError as exc:
                 yield number, InputError(f"events: {describe_validation(exc)} (event is one of "
-                                         f"{', '.join(EVENT_WEIGHTS)})", line=number)
+                                     f"{', '.join(EVENT_WEIGHTS)})", line=number)
 
 
 @dataclass

@@ -64,6 +64,30 @@ def parse_line(raw: bytes, number: int, default_id: str | None = None) -> Line:
         return Line(number, None, InputError(describe_validation(exc), line=number, record_id=rid), raw=data)
 
 
+def read_jsonl(path: str | Path, strict: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON object) per non-blank line of a JSON Lines file: the one reader of facet's data and
+    demonstration files (products read by a task go through :func:`read_products`, which makes error records).
+    ``strict``: a line that is not a JSON object raises a ValueError naming the file and line; otherwise it is
+    yielded as that ValueError, for the caller to report and go on."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+            except ValueError as exc:  # json.JSONDecodeError is one
+                err = ValueError(f"{path}: line {n}: not a JSON object ({getattr(exc, 'msg', exc)}); one JSON object "
+                                 "per line")
+                if strict:
+                    raise err from None
+                yield n, err
+                continue
+            yield n, rec
+
+
 def read_products(source: str | Path | IO[bytes]) -> Iterator[Line]:
     """Yield one :class:`Line` per non-blank input line, valid or not. ``-`` reads stdin."""
     if source == "-" or source is None:

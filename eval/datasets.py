@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.io import read_jsonl
 from prompts.formats import (  # noqa: F401  (the demonstration file formats, read by eval too)
     ClassGold,
     NormGold,
@@ -40,13 +41,9 @@ def read_extraction_gold(path: str | Path) -> list[GoldProduct]:
     """OA-Mine (``input``) and WDC-PAVE (``input_title``/``input_description``) JSONL."""
     path = Path(path)
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            rec.setdefault("id", f"{path.stem}-{n}")
-            rows.append(GoldProduct(Product.model_validate(rec), _gold(rec["target_scores"])))
+    for n, rec in read_jsonl(path):
+        rec.setdefault("id", f"{path.stem}-{n}")
+        rows.append(GoldProduct(Product.model_validate(rec), _gold(rec["target_scores"])))
     return rows
 
 
@@ -236,13 +233,9 @@ def read_query_gold(path: str | Path = QUERY_ATTRIBUTION) -> list[QueryGold]:
     """Hand-labelled searches (``eval/data/query_attribution.jsonl``: query, Shopify category, its attribute
     names, phrase -> attribute or null). The product is the category alone, with attribute names only."""
     rows = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            leaf = rec["category"].split(" > ")[-1]
-            product = Product(id=f"q{n}", title=leaf, category=leaf)
-            rows.append(QueryGold(RankRequest(product=product, names=tuple(rec["attributes"]), query=rec["query"]),
-                                  rec["phrases"]))
+    for n, rec in read_jsonl(path):
+        leaf = rec["category"].split(" > ")[-1]
+        product = Product(id=f"q{n}", title=leaf, category=leaf)
+        rows.append(QueryGold(RankRequest(product=product, names=tuple(rec["attributes"]), query=rec["query"]),
+                              rec["phrases"]))
     return rows

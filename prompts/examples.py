@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -49,14 +48,14 @@ class ExamplePool:
     @classmethod
     def from_jsonl(cls, path: str | Path) -> ExamplePool:
         path = Path(path)
+        from engine.io import read_jsonl
+
         out = []
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        out.append(example_from_record(json.loads(line), n))
-                    except (json.JSONDecodeError, ValueError) as exc:
-                        raise ValueError(f"{path}: line {n}: {exc}") from None
+        for n, rec in read_jsonl(path):
+            try:
+                out.append(example_from_record(rec, n))
+            except ValueError as exc:
+                raise ValueError(f"{path}: line {n}: {exc}") from None
         if not out:
             raise ValueError(f"{path}: no examples found")
         return cls(out)

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.io import read_jsonl
 from schemas import Product
 
 
@@ -33,17 +34,13 @@ def read_classification_gold(path: str | Path) -> list[ClassGold]:
                 rows.append(ClassGold(Product(id=rec.get("Product ID") or f"{path.stem}-{n}", title=rec["Product Title"]),
                                       (rec["Category Label"].strip(),), rec.get("Cluster ID")))
         return rows
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            label = rec.pop("category", None) or rec.pop("label", None)
-            if not label:
-                raise ValueError(f"{path}: line {n}: no 'category' to score against")
-            rec.setdefault("id", f"{path.stem}-{n}")
-            rows.append(ClassGold(Product.model_validate(rec), tuple(x.strip() for x in label.split(">")),
-                                  rec.get("group")))
+    for n, rec in read_jsonl(path):
+        label = rec.pop("category", None) or rec.pop("label", None)
+        if not label:
+            raise ValueError(f"{path}: line {n}: no 'category' to score against")
+        rec.setdefault("id", f"{path.stem}-{n}")
+        rows.append(ClassGold(Product.model_validate(rec), tuple(x.strip() for x in label.split(">")),
+                              rec.get("group")))
     return rows
 
 
@@ -95,16 +92,9 @@ def load_examples(path) -> list[dict]:
                  "value": r.product.attributes[a], "answer": sorted(g)[0]}
                 for r in read_normalization_gold(path, twin) for a, g in r.gold.items()]
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
-            missing = [k for k in ("attribute", "value", "answer") if k not in rec]
-            if missing:
-                raise ValueError(f"{path}:{n}: a demonstration needs attribute, value and answer; {missing} missing")
-            out.append(rec)
+    for n, rec in read_jsonl(path):
+        missing = [k for k in ("attribute", "value", "answer") if k not in rec]
+        if missing:
+            raise ValueError(f"{path}: line {n}: a demonstration needs attribute, value and answer; {missing} missing")
+        out.append(rec)
     return out

@@ -22,7 +22,6 @@ whose keys are exactly the ranked names; a 135M model's reasons are often wrong,
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -63,16 +62,15 @@ class RankExample:
 
 
 def load_rank_examples(path) -> tuple[RankExample, ...]:
-    from pathlib import Path
+
+    from engine.io import read_jsonl
 
     out = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(RankExample.from_record(json.loads(line), n))
-                except (json.JSONDecodeError, ValueError) as exc:
-                    raise ValueError(f"{path}: line {n}: {exc}") from None
+    for n, rec in read_jsonl(path):
+        try:
+            out.append(RankExample.from_record(rec, n))
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {n}: {exc}") from None
     if not out:
         raise ValueError(f"{path}: no rank examples found")
     return tuple(out)
