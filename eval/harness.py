@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from engine.runner import RunStats, iter_task
+from engine.runner import RunStats
 from eval.datasets import read_extraction_gold
 from eval.metrics import Counts, score_extraction, slot_outcome
 from eval.report import file_hash, provenance
@@ -31,6 +31,16 @@ def _score_rows(key: str, counts, worst_first: bool = False) -> list[dict]:
     return sorted(rows, key=lambda d: d["f1"]) if worst_first else rows
 
 
+def _results(name: str, backend, task, items: list, batch_size: int, stats: RunStats):
+    """A registered task's results over ``items``, chunk by chunk as the CLI runs it (its TaskDef's run)."""
+    from prompts.tasks.base import get
+
+    td = get(name)
+    size = max(batch_size * 2, 16) if td.batch == "chunk" else batch_size
+    for i in range(0, len(items), size):
+        yield from td.run(backend, task, items[i : i + size], stats, None)
+
+
 def _timed(results, total: int, desc: str, progress: bool) -> tuple[list, float]:
     """Drain a result stream under a progress bar; the results and the seconds it took."""
     from tqdm import tqdm
@@ -49,9 +59,8 @@ def evaluate_extraction(backend, task, data: str | Path, *, limit: int | None = 
     rows = read_extraction_gold(data)[:limit]
     products = [r.product for r in rows]
     stats = RunStats()
-    results, seconds = _timed(
-        iter_task(backend, task, products, chunk_size=max(batch_size * 2, 16), stats=stats), len(products),
-        "extract", progress)
+    results, seconds = _timed(_results("extract", backend, task, products, batch_size, stats), len(products),
+                              "extract", progress)
     preds = [r.as_dict() if r.ok else None for r in results]
     score = score_extraction([r.gold for r in rows], preds, [p.category for p in products])
     attrs = _score_rows("attribute", score.by_attribute.items(), worst_first=True)
@@ -145,13 +154,11 @@ def evaluate_classification(backend, task, data: str | Path, rows: list, *, seed
     :func:`eval.datasets.split_by_group`, whose rest is where demonstrations may come from."""
     from eval.datasets import within_gold
     from eval.metrics import score_classification
-    from prompts.tasks.classify import classify_many
 
     stats = RunStats()
     products = [r.product for r in rows]
-    chunks = (res for i in range(0, len(products), batch_size)
-              for res in classify_many(backend, task, products[i : i + batch_size], stats=stats))
-    results, seconds = _timed(chunks, len(products), "classify", progress)
+    results, seconds = _timed(_results("classify", backend, task, products, batch_size, stats), len(products),
+                              "classify", progress)
     # a gold node that is not a leaf is right for any category under it
     preds = [within_gold(g.path, tuple(r.path)) if r.ok else None for g, r in zip(rows, results, strict=True)]
     score = score_classification([r.path for r in rows], preds)
@@ -189,13 +196,11 @@ def evaluate_normalization(backend, task, data: str | Path, rows: list, *, batch
                            progress: bool = True, **prov) -> dict:
     """Normalize each product's raw gold values and score against the normalized gold, per operation
     (the attribute's rule in the spec) and per decider (rule, colour library, model)."""
-    from prompts.tasks.normalize import normalize_many
 
     stats = RunStats()
     products = [r.product for r in rows]
-    chunks = (res for i in range(0, len(products), batch_size)
-              for res in normalize_many(backend, task, products[i : i + batch_size], stats=stats))
-    results, seconds = _timed(chunks, len(products), "normalize", progress)
+    results, seconds = _timed(_results("normalize", backend, task, products, batch_size, stats), len(products),
+                              "normalize", progress)
     by_op: dict[str, Counts] = defaultdict(Counts)
     by_how: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     total, mistakes = Counts(), []
@@ -259,8 +264,8 @@ def evaluate_completion(backend, task, data: str | Path, rows: list, *, seed: in
     cases = hide_one(rows, seed)
     products = [c[0] for c in cases]
     stats = RunStats()
-    results, seconds = _timed(iter_task(backend, task, products, chunk_size=max(batch_size * 2, 16), stats=stats),
-                              len(products), "complete", progress)
+    results, seconds = _timed(_results("complete", backend, task, products, batch_size, stats), len(products),
+                              "complete", progress)
     n = defaultdict(int)
     conf_right, conf_wrong, mistakes = [], [], []
     for (product, hidden, gold, listed), res in zip(cases, results, strict=True):
@@ -346,14 +351,10 @@ def evaluate_ranking(backend, task, data: str | Path, rows: list, *, k: int = 3,
     import random
 
     from eval.metrics import ndcg_at_k, reciprocal_rank
-    from prompts.tasks.rank import rank_many
-
-    def chunks():
-        for i in range(0, len(rows), batch_size):
-            yield from rank_many(backend, task, [r.request for r in rows[i : i + batch_size]], stats=stats)
 
     stats = RunStats()
-    results, seconds = _timed(chunks(), len(rows), "rank", progress)
+    results, seconds = _timed(_results("rank", backend, task, [r.request for r in rows], batch_size, stats), len(rows),
+                              "rank", progress)
     rng = random.Random(seed)
     scores = defaultdict(float)
     hits, seen, mistakes = defaultdict(int), defaultdict(int), []
