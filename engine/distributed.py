@@ -5,7 +5,8 @@ stores work where the cluster has access), cuts it into batches of lines, and ha
 ``--workers`` actors. Each actor builds the facet engine once (the same task, prompts, constraints and adapter as
 the local command: the command's own ``process`` function is shipped to it) and writes its batch's results as one
 partition, ``part-<file>-<first line>-<last line>.jsonl``, with the same records the local CLI writes, error
-records included. A partition is written whole or not at all (a temporary file renamed into place; a single PUT
+records included (``--partitions parquet``: ``.parquet`` partitions with columns id, ok, task, error and record,
+the whole record as JSON; both are read back by ``--resume``). A partition is written whole or not at all (a temporary file renamed into place; a single PUT
 on an object store), so a killed job loses no finished partition, and ``--resume`` skips every id already in the
 output's partitions: no gaps, no duplicates.
 
@@ -23,6 +24,15 @@ from pathlib import Path
 from typing import Any
 
 PART_GLOB = "part-*.jsonl"
+FORMATS = ("jsonl", "parquet")
+
+
+def PARQUET_SCHEMA():  # noqa: N802  (a constant, built when pyarrow is first needed)
+    """One schema for every partition (a partition with no error still types ``error`` as a string)."""
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("ok", pa.bool_()), ("task", pa.string()), ("error", pa.string()),
+                      ("record", pa.string())])
 
 
 @dataclass
@@ -129,20 +139,40 @@ def done_ids(output: str) -> set[str]:
     ids = set()
     for info in filesystem.get_file_info(pafs.FileSelector(path)):
         name = info.path.rsplit("/", 1)[-1]
-        if not (name.startswith("part-") and name.endswith(".jsonl")):
-            continue
-        with filesystem.open_input_stream(info.path) as fh:
-            for line in fh.read().splitlines():
-                if line.strip():
-                    ids.add(str(json.loads(line)["id"]))
+        if name.startswith("part-") and name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            ids |= {str(x) for x in pq.read_table(info.path, columns=["id"], filesystem=filesystem)["id"].to_pylist()}
+        elif name.startswith("part-") and name.endswith(".jsonl"):
+            with filesystem.open_input_stream(info.path) as fh:
+                ids |= {str(json.loads(line)["id"]) for line in fh.read().splitlines() if line.strip()}
     return ids
+
+
+def partition_bytes(records: list, fmt: str) -> bytes:
+    """One partition's file: JSON Lines (the records the local CLI writes), or Parquet with one row per record
+    (id, ok, task, error, and the whole record as JSON, so that results and error records share one schema)."""
+    if fmt == "jsonl":
+        return "".join(r.model_dump_json() + "\n" for r in records).encode()
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dumped = [json.loads(r.model_dump_json()) for r in records]
+    table = pa.table({"id": [str(d.get("id")) for d in dumped], "ok": [bool(d.get("ok", True)) for d in dumped],
+                      "task": [d.get("task") for d in dumped], "error": [d.get("error") for d in dumped],
+                      "record": [json.dumps(d, ensure_ascii=False) for d in dumped]}, schema=PARQUET_SCHEMA())
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
 
 
 class Worker:
     """One actor: the command's ``process`` (which loads the engine once per actor) over batches of lines."""
 
-    def __init__(self, task_name: str, process, to_item, output: str):
-        self.task_name, self.process, self.to_item, self.output = task_name, process, to_item, output
+    def __init__(self, task_name: str, process, to_item, output: str, fmt: str = "jsonl"):
+        self.task_name, self.process, self.to_item, self.output, self.fmt = task_name, process, to_item, output, fmt
 
     def __call__(self, batch: dict) -> dict:
         from engine.errors import InputError
@@ -173,9 +203,8 @@ class Worker:
             results = list(self.process([item for _, item in todo], stats))
             records += [(k, r) for (k, _), r in zip(todo, results, strict=True)]
         records.sort(key=lambda x: x[0])
-        name = f"part-{Path(sources[0]).stem}-{lines[0]:09d}-{lines[-1]:09d}.jsonl"
-        body = "".join(r.model_dump_json() + "\n" for _, r in records).encode()
-        _write_whole(self.output, name, body)
+        name = f"part-{Path(sources[0]).stem}-{lines[0]:09d}-{lines[-1]:09d}.{self.fmt}"
+        _write_whole(self.output, name, partition_bytes([r for _, r in records], self.fmt))
         return {"partition": [name], "done": [stats.done], "failed": [stats.failed], "bad_input": [bad]}
 
 
@@ -212,8 +241,11 @@ def connect(address: str = "auto", workers: int = 2) -> None:
 
 
 def run(task_name: str, source: str, output: str, process, to_item=None, *, workers: int = 2,
-        batch_size: int = 32, resume: bool = False, address: str = "auto", progress: bool = True) -> Summary:
+        batch_size: int = 32, resume: bool = False, address: str = "auto", progress: bool = True,
+        partitions: str = "jsonl") -> Summary:
     """Run ``process`` (a task command's batch function) over ``source`` on Ray; results into ``output``/."""
+    if partitions not in FORMATS:
+        raise ValueError(f"partitions are written as one of {FORMATS}, not {partitions!r}")
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -242,7 +274,7 @@ def run(task_name: str, source: str, output: str, process, to_item=None, *, work
         print(f"facet: resuming: {len(done)} records already in {output}", file=sys.stderr)
     # blocks of one batch each, so that every worker gets some (a small file is otherwise one block)
     ds = ds.repartition(target_num_rows_per_block=batch_size)
-    out = ds.map_batches(Worker, fn_constructor_args=(task_name, process, to_item, output), batch_size=batch_size,
+    out = ds.map_batches(Worker, fn_constructor_args=(task_name, process, to_item, output, partitions), batch_size=batch_size,
                          compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, batch_format="numpy")
     for row in out.iter_rows():
         summary.done += int(row["done"])

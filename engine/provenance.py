@@ -68,10 +68,13 @@ def jsonable(value: Any) -> Any:
 
 
 def sidecar_path(output: str | Path) -> Path:
-    """Where the provenance of an output goes: ``OUT.provenance.json`` beside a file (out.jsonl ->
-    out.provenance.json), ``provenance.json`` inside an output folder (Ray partitions)."""
+    """Where the provenance of an output goes: beside it, ``out.jsonl`` -> ``out.provenance.json``, a folder of
+    partitions ``out/`` -> ``out.provenance.json`` (not inside it: readers of the folder, e.g. pyarrow's, take every
+    file there for a partition)."""
     output = Path(output)
-    return output / "provenance.json" if output.is_dir() else output.with_suffix(".provenance.json")
+    if output.is_dir():
+        return output.with_name(output.name + ".provenance.json")
+    return output.with_suffix(".provenance.json")
 
 
 def write_sidecar(output: str | Path, run: dict[str, Any]) -> Path:

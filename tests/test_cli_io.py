@@ -265,3 +265,15 @@ def test_every_output_gets_its_provenance_beside_it_and_a_resume_adds_a_run(tmp_
     runs = json.loads((tmp_path / "out.provenance.json").read_text())["runs"]
     assert len(runs) == 2 and runs[1]["resumed"] and runs[1]["records"]["skipped_as_done"] == 2
     assert len(read_out(out)) == 3  # the sidecar is not read as output
+
+
+def test_partitions_in_either_format_give_back_their_ids(tmp_path):
+    pytest.importorskip("pyarrow")  # installed with the ray extra (`make test` and CI install it)
+    from engine.distributed import done_ids, partition_bytes
+    from schemas import ErrorRecord
+
+    recs = [ErrorRecord(id="x1", task="extract", error="bad"), ErrorRecord(id="x2", task="extract", error="worse")]
+    (tmp_path / "part-a-000000001-000000002.parquet").write_bytes(partition_bytes(recs, "parquet"))
+    (tmp_path / "part-b-000000001-000000001.jsonl").write_bytes(partition_bytes(recs[:1], "jsonl"))
+    (tmp_path / "notes.json").write_text("{}")  # not a partition
+    assert done_ids(str(tmp_path)) == {"x1", "x2"}

@@ -89,3 +89,22 @@ def test_without_resume_a_folder_with_partitions_is_refused(products, tmp_path, 
     (out / "part-x-000000001-000000001.jsonl").write_text('{"id": "x", "ok": true}\n')
     run = facet("extract", products, "-o", out, "--ray", "auto", "--model", tiny_model_dir, "-q", timeout=120)
     assert run.returncode == 2 and "--resume" in run.stderr
+
+
+def test_parquet_partitions_hold_every_record_and_resume_reads_them(products, tmp_path, tiny_model_dir):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    common = ["--ray", "auto", "--workers", "2", "--batch-size", "4", "--model", tiny_model_dir,
+              "--max-new-tokens", "8", "-q", "--partitions", "parquet"]
+    run = facet("extract", products / "shard1.jsonl", "-o", out, *common)
+    assert run.returncode == 0, run.stderr
+    table = pq.read_table(out)  # the folder of partitions reads as one table
+    assert table.num_rows == 14 and set(table.column_names) == {"id", "ok", "task", "error", "record"}
+    recs = [json.loads(r) for r in table["record"].to_pylist()]
+    assert sum(not r["ok"] for r in recs) == 2 and all(r["id"] == i for r, i in zip(recs, table["id"].to_pylist(),
+                                                                                     strict=True))
+    run = facet("extract", products, "-o", out, "--resume", *common)  # the other file now; shard1 is done
+    assert run.returncode == 0, run.stderr
+    ids = pq.read_table(out)["id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 26 and "14 already done" in run.stderr

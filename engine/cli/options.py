@@ -20,6 +20,8 @@ def add_io_options(p: argparse.ArgumentParser) -> None:
                    "start` names, else a local one) or an address; INPUT may be a folder or glob, -o is a folder of "
                    "partitions (pip install 'facet[ray]'; see docs/distributed.md)")
     p.add_argument("--workers", type=int, default=2, help="with --ray: actors, each holding one engine (default 2)")
+    p.add_argument("--partitions", choices=["jsonl", "parquet"], default="jsonl",
+                   help="with --ray: the partitions' format (parquet: columns id, ok, task, error, record as JSON)")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -154,9 +154,9 @@ def run_ray(args, task_name: str, process, to_item=None, provenance: dict | None
         raise ValueError("--ray reads files (a file, folder or glob) and writes a folder: give INPUT and -o FOLDER")
     summary = distributed.run(task_name, args.input, args.output, process, to_item, workers=args.workers,
                               batch_size=args.batch_size * 2, resume=args.resume, address=args.ray,
-                              progress=not args.quiet)
+                              progress=not args.quiet, partitions=args.partitions)
     print(summary.line(args.output), file=sys.stderr)
-    if provenance is not None:
+    if provenance is not None and "://" not in args.output:  # an object store's output: the summary line only
         from engine.provenance import write_sidecar
 
         write_sidecar(args.output, {**provenance, "ray": args.ray, "workers": args.workers,
