@@ -22,7 +22,7 @@ def add_task_commands(sub) -> None:
                            epilog="\n\n".join(x for x in (td.epilog, TASK_EPILOG) if x),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_io_options(p)
-        add_dataclass_options(p, td.options, td.name)
+        add_dataclass_options(p, td.options, f"{td.name} options")
         add_model_options(p)
         p.set_defaults(func=cmd_task)
 
