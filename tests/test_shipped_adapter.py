@@ -98,29 +98,41 @@ def test_requests_carry_the_shipped_adapter(fake_shipped, scripted):
 
 # -- the shipped files themselves (committed, so these never skip) ------------------------------------------
 
-def _provenance() -> dict:
-    return json.loads((SHIPPED_ADAPTER / "facet_provenance.json").read_text())
+def _provenance(folder: Path = SHIPPED_ADAPTER) -> dict:
+    return json.loads((folder / "facet_provenance.json").read_text())
 
 
-def test_shipped_adapter_is_present_small_half_precision_and_servable():
+FOLDERS = shipped.shipped_folders()  # the real ones: committed, so these never skip
+
+
+def test_the_shipped_set_is_the_multi_task_adapter_and_an_extraction_adapter():
+    assert [p.name for p in FOLDERS] == ["extract", "default"]
+    assert resolve_adapter(None, "extract") == str(shipped.SHIPPED_ROOT / "extract")  # it measured better there
+    for task in ("classify", "complete", "rank"):
+        assert resolve_adapter(None, task) == str(SHIPPED_ADAPTER)
+    total = sum(f.stat().st_size for p in FOLDERS for f in p.iterdir())
+    assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_shipped_adapter_is_present_small_half_precision_and_servable(folder):
     from safetensors import safe_open
 
-    weights = SHIPPED_ADAPTER / "adapter_model.safetensors"
-    assert weights.is_file(), "the shipped adapter is missing: rebuild it with `facet train default`"
-    size = sum(f.stat().st_size for f in SHIPPED_ADAPTER.iterdir())
-    assert size < 25 * 2**20, f"shipped adapter is {size / 2**20:.1f} MiB"
+    weights = folder / "adapter_model.safetensors"
+    assert weights.is_file(), "the shipped adapter is missing: rebuild it with `make adapters`"
     with safe_open(str(weights), "pt") as fh:
         dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}
     assert dtypes == {"torch.float16"}
-    assert adapter_problems(json.loads((SHIPPED_ADAPTER / "adapter_config.json").read_text())) == []
-    assert not (SHIPPED_ADAPTER / "attributes.json").exists()  # open extraction by default
+    assert adapter_problems(json.loads((folder / "adapter_config.json").read_text())) == []
+    assert not (folder / "attributes.json").exists()  # open extraction by default
 
 
-def test_shipped_adapter_records_where_it_came_from():
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_shipped_adapter_records_where_it_came_from(folder):
     from prompts.render import template_hash
 
-    prov = _provenance()
-    assert set(prov["tasks"]) == set(TASKS)
+    prov = _provenance(folder)
+    assert set(prov["tasks"]) == ({"extract"} if folder.name == "extract" else set(TASKS))
     assert prov["command"].startswith("facet train default")
     assert set(prov["train_data_hashes"]) == {"oa-mine/train.jsonl", "oa-mine/train_extra.jsonl",
                                               "pricerunner/dev.csv", "shopify-taxonomy/categories.txt",
@@ -131,7 +143,7 @@ def test_shipped_adapter_records_where_it_came_from():
     # the prompts it was trained on are the ones inference renders today
     for task, name in prov["templates"].items():
         assert template_hash(name) == prov["template_hashes"][task], f"{name} changed since the adapter was trained"
-    assert {"extract", "classify", "complete", "rank"} <= set(prov.get("metrics", {}))
+    assert set(prov["tasks"]) <= set(prov.get("metrics", {}))  # scored on held-out data for each of its tasks
 
 
 @pytest.mark.slow

@@ -43,10 +43,11 @@ def random_lora(default_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(default_model_dir, random_lora):
-    from engine.adapters import SHIPPED_ADAPTER
+    from engine.adapters import SHIPPED_ADAPTER, SHIPPED_ROOT
     from engine.backends.vllm import VLLMBackend
 
-    backend = VLLMBackend(default_model_dir, adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER)},
+    backend = VLLMBackend(default_model_dir, adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER),
+                                         "shipped-extract": str(SHIPPED_ROOT / "extract")},
                           max_model_len=2048)
     yield backend
     backend.close()
@@ -54,12 +55,13 @@ def engine(default_model_dir, random_lora):
 
 @pytest.fixture(scope="module")
 def hf(default_model_dir, random_lora):
-    from engine.adapters import SHIPPED_ADAPTER
+    from engine.adapters import SHIPPED_ADAPTER, SHIPPED_ROOT
     from engine.backends.transformers import TransformersBackend
     from engine.models import load_model, load_tokenizer
 
     return TransformersBackend(load_model(default_model_dir), load_tokenizer(default_model_dir),
-                               adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER)},
+                               adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER),
+                                         "shipped-extract": str(SHIPPED_ROOT / "extract")},
                                grammar_engine="xgrammar")  # vLLM's grammar engine
 
 
@@ -104,15 +106,16 @@ def test_adapter_answers_match_transformers(engine, hf):
     assert [c.text for c in engine.generate(reqs)] == [c.text for c in hf.generate(reqs)]
 
 
-def test_the_shipped_adapter_loads_in_vllm_and_answers_as_in_peft(engine, hf):
-    """The committed adapter (fp16, LoRA on the top layers only) is served by vLLM with PEFT's answers."""
+@pytest.mark.parametrize("name", ["shipped", "shipped-extract"])
+def test_the_shipped_adapter_loads_in_vllm_and_answers_as_in_peft(engine, hf, name):
+    """The committed adapters (fp16, LoRA on the top layers only) are served by vLLM with PEFT's answers."""
     from engine.io import read_products
     from engine.runner import run_task
     from prompts.tasks.extract import Extract
     from schemas import load_attribute_schema
 
     products = [line.product for line in read_products("examples/products.jsonl") if line.product][:6]
-    task = Extract(attribute_schema=load_attribute_schema("examples/attributes.json"), adapter="shipped")
+    task = Extract(attribute_schema=load_attribute_schema("examples/attributes.json"), adapter=name)
     a = [r.model_dump() for r in run_task(engine, task, products)]
     b = [r.model_dump() for r in run_task(hf, task, products)]
     base = [r.model_dump() for r in run_task(hf, Extract(attribute_schema=task.attribute_schema), products)]

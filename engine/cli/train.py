@@ -17,6 +17,9 @@ def add_train_command(sub) -> None:
                    help="'default' rebuilds the adapter facet ships (all tasks, one adapter) from --data")
     p.add_argument("--data", default="../shared/data", metavar="DIR",
                    help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
+    p.add_argument("--which", choices=["default", "extract"], default="default",
+                   help="default: which adapter of the shipped set to rebuild: 'default' (multi-task) or 'extract' "
+                   "(extraction alone, two epochs; used for extraction)")
     p.add_argument("--tasks", metavar="LIST", help="default: train only these tasks (comma-separated)")
     p.add_argument("--layers", type=int, default=None, metavar="N",
                    help="LoRA on the top N decoder layers only (faster: the backward pass stops below them)")
@@ -76,21 +79,25 @@ def _train_default(args) -> int:
     import torch
 
     from engine import adapters as shipped
-    from finetune.default import SHIPPED_TRAINING, Recipe, train_default
+    from finetune.default import SHIPPED_SET, SHIPPED_TRAINING, Recipe, train_default
     from finetune.train import TrainConfig
 
     data = Path(args.data)
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
+    member = dict(SHIPPED_SET[args.which])  # which adapter of the shipped set: its tasks and training changes
+    tasks = tuple(args.tasks.split(",")) if args.tasks else member.pop("tasks")
+    member.pop("tasks", None)
     given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
-                      patience=args.patience, **{**SHIPPED_TRAINING, **{k: v for k, v in given.items() if v is not None}})
+                      patience=args.patience, **{**SHIPPED_TRAINING, **member,
+                                                 **{k: v for k, v in given.items() if v is not None}})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(args.output or shipped.SHIPPED_ADAPTER)
-    recipe = Recipe(seed=args.seed, **({"tasks": tuple(args.tasks.split(","))} if args.tasks else {}))
+    out = Path(args.output or shipped.SHIPPED_ROOT / args.which)
+    recipe = Recipe(seed=args.seed, tasks=tasks)
     prov = train_default(data, out, cfg, recipe, resume=args.resume, command=" ".join(["facet", *sys.argv[1:]]))
     print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
           f"{prov['train_tokens_per_s']:.0f} tokens/s, best val loss {prov['best_val_loss']})", file=sys.stderr)
