@@ -51,7 +51,8 @@ class Engine:
         shipped = adapter is not None and str(adapter) == DEFAULT
         # the shipped adapters, for the default model served here (a backend object given brings its own adapters)
         if shipped and backend is None and config.get("backend") != "openai" and str(model) == DEFAULT_MODEL:
-            for task in ("extract", "classify", "complete", "rank"):
+            # merged into the weights only one adapter can be served: extraction's (the others then use the base)
+            for task in ("extract",) if config.get("merge_adapter") else ("extract", "classify", "complete", "rank"):
                 if task not in adapters and (path := resolve_adapter(DEFAULT, task, model)):
                     adapters.setdefault(_served_name(path), path)  # each shipped adapter served once
         elif not shipped and adapter is not None:
