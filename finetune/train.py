@@ -13,6 +13,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -391,7 +392,7 @@ def _split(rows: list, cfg: TrainConfig, val_path=None, reader=None) -> tuple[li
     return rows[k:], rows[:k]
 
 
-def train_from_args(args, _cfg_cls=TrainConfig) -> int:
+def train_from_args(args: TrainJob, _cfg_cls=TrainConfig) -> int:
     import torch
 
     from engine.models import load_model, load_tokenizer, resolve_model
@@ -399,17 +400,17 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     from finetune.data import encode
     from prompts.render import template_hash
 
-    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": getattr(args, "layers", None)}
+    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers}
     cfg = TrainConfig(task=args.task, model=args.model, **{k: v for k, v in given.items() if v is not None},
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
-                      bf16=args.bf16, device=getattr(args, "device", "auto"),
-                      batching=getattr(args, "batching", "length"),
-                      augment=getattr(args, "augment", 0),
-                      max_len=getattr(args, "max_len", None) or (1024 if getattr(args, "examples", None) else 512))
+                      bf16=args.bf16, device=args.device,
+                      batching=args.batching,
+                      augment=args.augment,
+                      max_len=args.max_len or (1024 if args.examples else 512))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     build, with_demonstrations = TRAINABLE[args.task]
-    if getattr(args, "examples", None) and not with_demonstrations:
+    if args.examples and not with_demonstrations:
         able = ", ".join(f"`facet train {t}`" for t, (_, demos) in TRAINABLE.items() if demos)
         raise ValueError(f"--examples trains on prompts with demonstrations, which only {able} supports; leave it "
                          f"out for `facet train {args.task}`")
@@ -440,8 +441,47 @@ def train_from_args(args, _cfg_cls=TrainConfig) -> int:
     return 0
 
 
-def task_values(args, **override) -> dict:
-    """The task options given on the command line (the rest keep the task's defaults), without the adapter: the
-    pairs are rendered exactly as inference renders them for the base model being trained."""
-    values = {k: v for k, v in vars(args).items() if k not in ("adapter", "rank")}  # --rank: LoRA's rank here
-    return {**values, **override}
+@dataclass(frozen=True)
+class TrainJob:
+    """What `facet train TASK` trains: the data, the output, the training settings (None: TrainConfig's default)
+    and the task's prompt options (``prompt``: as its options dataclass names them; the rest keep their defaults).
+    The pairs are rendered exactly as inference renders them for the base model being trained."""
+
+    task: str
+    train: str
+    output: str
+    model: str = "smollm2-135m"
+    val: str | None = None
+    attributes: str | None = None
+    examples: str | None = None
+    taxonomy: str | None = None
+    holdout: int = 0
+    max_records: int | None = None
+    rank: int | None = None
+    lr: float | None = None
+    epochs: float | None = None
+    layers: int | None = None
+    batch_size: int = 8
+    max_steps: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    bf16: bool = False
+    device: str = "auto"
+    batching: str = "length"
+    augment: int = 0
+    max_len: int | None = None
+    resume: bool = False
+    prompt: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: dict) -> TrainJob:
+        """From a mapping with more keys (the CLI's options): this job's fields, and the rest as prompt options."""
+        mine = {f.name for f in fields(cls)} - {"prompt"}
+        return cls(**{k: v for k, v in values.items() if k in mine},
+                   prompt={k: v for k, v in values.items() if k not in mine})
+
+
+def task_values(args: TrainJob, **override) -> dict:
+    """The task's option values for rendering its training prompts: the job's prompt options and overrides."""
+    return {**args.prompt, "attributes": args.attributes, "examples": args.examples, "taxonomy": args.taxonomy,
+            **override}

@@ -71,7 +71,9 @@ def cmd_train(args) -> int:
         return _train_default(args)
     if not args.train or not args.output:
         raise ValueError(f"facet train {args.task} needs --train FILE (the training data) and -o FOLDER")
-    return train_from_args(args, TrainConfig)
+    from finetune.train import TrainJob
+
+    return train_from_args(TrainJob.from_values(vars(args)), TrainConfig)
 
 
 def _train_default(args) -> int:
