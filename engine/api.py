@@ -67,6 +67,7 @@ class Engine:
             "complete": {"attributes": attributes},
             "classify": {"taxonomy": taxonomy},
         }
+        self._built: dict[tuple, Any] = {}
         self.extract_task = self.task("extract")
         self._backend = backend
         self.stats = RunStats()
@@ -102,7 +103,19 @@ class Engine:
     def task(self, task: str, **options: Any) -> Any:
         """The task object (its prompts: ``.messages(item)``) that :meth:`run` would use with these options."""
         opts = self._options(task, options)
-        return get(task).build(opts, self._setup(task, opts))
+        return self._build(task, opts, self._setup(task, opts))
+
+    def _build(self, task: str, opts: Any, setup: Setup) -> Any:
+        """Build once per task and option values: a call in a loop (``eng.extract(p)`` per product) does not read
+        the example pool, the attribute list or the taxonomy again, nor repeat a warning."""
+        try:
+            key = (task, tuple(sorted(vars(opts).items())))
+            hash(key)
+        except TypeError:  # an unhashable value (a dict of attributes, a list of pairs): built for this call only
+            return get(task).build(opts, setup)
+        if key not in self._built:
+            self._built[key] = get(task).build(opts, setup)
+        return self._built[key]
 
     def run(self, task: str, products: Iterable[Any], **options: Any) -> list:
         """Any registered task over ``products`` (dicts, Products or titles): one result or ErrorRecord each, in
@@ -110,7 +123,7 @@ class Engine:
         td = get(task)
         opts = self._options(task, options)
         setup = self._setup(task, opts)
-        built = td.build(opts, setup)
+        built = self._build(task, opts, setup)
         items, errors = [], {}
         products = list(products)
         for i, p in enumerate(products):
@@ -121,7 +134,9 @@ class Engine:
 
                 pid = str(p.get("id", i)) if isinstance(p, dict) else str(i)
                 errors[i] = ErrorRecord(id=pid, task=task, error=describe_validation(exc))
-        state, _bad = td.prepare(opts, items, setup) if td.prepare else (None, [])
+        state, bad = td.prepare(opts, items, setup) if td.prepare else (None, [])
+        for rec in bad:  # e.g. behaviour events that could not be applied: they belong to no product of the list
+            warnings.warn(f"{rec.id}: {rec.error}", stacklevel=2)
         done = iter(td.run(LazyBackend(lambda: self.backend), built, items, self.stats, state) if items else [])
         return [errors[i] if i in errors else next(done) for i in range(len(products))]
 

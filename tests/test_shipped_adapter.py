@@ -185,3 +185,20 @@ def test_train_default_refuses_a_folder_without_the_data(tmp_path, capsys):
 
     assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
     assert "pass --data DIR" in capsys.readouterr().err
+
+
+def test_engine_builds_a_task_once_for_repeated_calls(fake_shipped, scripted, monkeypatch):
+    """`eng.extract(p)` in a loop reads the example pool once, not once per product."""
+    from engine.api import Engine
+    from prompts.examples import ExamplePool
+
+    reads = []
+    real = ExamplePool.from_jsonl.__func__
+    monkeypatch.setattr(ExamplePool, "from_jsonl", classmethod(lambda cls, path: reads.append(path) or real(cls, path)))
+    eng = Engine(examples=ROOT / "examples/demonstrations.jsonl")
+    eng._backend = scripted(lambda req, n: '{"Brand":"Levi\'s"}')
+    for i in range(3):
+        assert eng.extract({"id": f"p{i}", "title": "Levi's 501 Jeans"}).ok
+    assert len(reads) == 1
+    eng.run("extract", [{"title": "x"}], shots=1)  # other options: built for them
+    assert len(reads) == 2

@@ -48,12 +48,11 @@ def cmd_task(args) -> int:
         prepare(None)
 
     size = args.batch_size * (2 if td.batch == "chunk" else 1)
-    chosen = state  # the closure Ray ships to its workers
 
-    def process(todo, stats):
+    def process(todo, stats):  # shipped to every Ray worker with what it closes over
         backend = LazyBackend(lambda: backend_for(args, td.name))
         for i in range(0, len(todo), size):
-            yield from td.run(backend, task, todo[i : i + size], stats, chosen.get("state"))
+            yield from td.run(backend, task, todo[i : i + size], stats, state.get("state"))
 
     prov = run_provenance(args, td, opts, task)
     if getattr(args, "ray", None):
