@@ -18,6 +18,7 @@ from engine.runner import RunStats, can_score, score_options, softmax
 from engine.types import Choice, Completion, Request
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
+from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option
 from schemas import ErrorRecord, Product
 from schemas.taxonomy import SEP, ClassificationResult, Taxonomy
 
@@ -140,8 +141,6 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option  # noqa: E402
-
 
 @dataclass(frozen=True)
 class ClassifyOptions:

@@ -19,6 +19,15 @@ from engine.types import Completion, JsonSchema, Request
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
 from prompts.spans import candidate_spans, locate
+from prompts.tasks.base import (
+    Rendered,
+    Setup,
+    TaskDef,
+    as_pool,
+    as_schema,
+    option,
+    trained_schema,
+)
 from prompts.tasks.extract import clip_product
 from schemas import AttributeSchema, AttributeSpec, Product
 from schemas.completion import CompletionResult, Filled
@@ -132,16 +141,6 @@ def value_confidence(completion: Completion, name: str, value: str | None) -> fl
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import (  # noqa: E402
-    Rendered,
-    Setup,
-    TaskDef,
-    as_pool,
-    as_schema,
-    option,
-    trained_schema,
-)
-
 
 @dataclass(frozen=True)
 class CompleteOptions:

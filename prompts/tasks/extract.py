@@ -11,6 +11,15 @@ from engine.types import Completion, JsonSchema, Request
 from prompts.examples import ExamplePool
 from prompts.render import render_messages
 from prompts.spans import candidate_spans, locate
+from prompts.tasks.base import (
+    Rendered,
+    Setup,
+    TaskDef,
+    as_pool,
+    as_schema,
+    option,
+    trained_schema,
+)
 from schemas import AttributeSchema, AttributeSpec, AttributeValue, ExtractionResult, Product
 
 OPEN_MAX_ATTRIBUTES = 12
@@ -143,16 +152,6 @@ class Extract:
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import (  # noqa: E402
-    Rendered,
-    Setup,
-    TaskDef,
-    as_pool,
-    as_schema,
-    option,
-    trained_schema,
-)
-
 
 @dataclass(frozen=True)
 class ExtractOptions:

@@ -34,6 +34,7 @@ from prompts.rules import (  # noqa: F401  (the value rules: units, numbers, exp
     is_colour_options,
     to_number,
 )
+from prompts.tasks.base import Rendered, Setup, TaskDef, option
 from schemas import ErrorRecord, ExtractionResult, Product
 from schemas.normalization import Change, NormalizationResult, NormalizationSpec, NormRule
 
@@ -308,8 +309,6 @@ def normalize_found(backend, task: Normalize, products, results, batch_size: int
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import Rendered, Setup, TaskDef, option  # noqa: E402
-
 
 @dataclass(frozen=True)
 class NormalizeOptions:

@@ -32,6 +32,7 @@ from engine.errors import ParseError, json_object_answer
 from engine.runner import RunStats, can_score, run_task, score_options, softmax
 from engine.types import Choice, Completion, JsonSchema, Request
 from prompts.render import render_messages
+from prompts.tasks.base import Rendered, Setup, TaskDef, option
 from prompts.tasks.extract import clip_product
 from schemas import ErrorRecord, Product
 from schemas.ranking import RankedAttribute, RankingResult, RankRequest
@@ -295,8 +296,6 @@ def as_request(item, index: int = 0, **context) -> RankRequest:
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
-from prompts.tasks.base import Rendered, Setup, TaskDef, option  # noqa: E402
-
 
 @dataclass(frozen=True)
 class RankOptions:
