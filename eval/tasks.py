@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval import report as md
 from prompts.tasks.base import Setup, option
 
 
@@ -93,7 +94,7 @@ def _extract(ctx: EvalContext) -> dict:
     from eval.datasets import normalized_twin
     from eval.harness import evaluate_extraction
     from prompts.tasks.base import options_from
-    from prompts.tasks.extract import normalize_step
+    from prompts.tasks.extract import ExtractOptions, normalize_step
 
     data = _need_data(ctx)
     normalized = None
@@ -103,8 +104,6 @@ def _extract(ctx: EvalContext) -> dict:
             raise FileNotFoundError(f"--spec scores extraction + normalization against the normalized gold beside "
                                     f"--data, and {normalized} does not exist (WDC-PAVE: train.jsonl with "
                                     "train_normalized.jsonl)")
-    from prompts.tasks.extract import ExtractOptions
-
     normalize = normalize_step(options_from(ExtractOptions, ctx.values), ctx.setup)
     task = ctx.task(**({"attributes": s} if (s := schema_from_train(ctx)) is not None else {}))
     return evaluate_extraction(ctx.backend(), task, data, limit=ctx.options.limit, batch_size=ctx.batch_size,
@@ -300,8 +299,6 @@ def _query_line(report: dict) -> str:
 
 
 # the built-in evals, listed explicitly (a user's own joins with register_eval)
-from eval import report as md  # noqa: E402
-
 EVALS.update({e.name: e for e in (
     EvalDef("extract", "extract", "the published OA-Mine / WDC-PAVE metric: exact-match micro-F1 over gold slots "
             "(eval/metrics.py)", _extract, md.extraction_markdown, _extract_line, ExtractEvalOptions),
