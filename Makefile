@@ -4,8 +4,9 @@
 #               and rank the attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
-#   make adapters  rebuild the shipped adapter from $(DATA) (~65 min on 2 CPU cores; resumable: run it again
-#               after a kill), score it on held-out data, record the scores in its provenance, then install it
+#   make adapters  rebuild the shipped adapters from $(DATA) (multi-task, extraction, classification: ~3 h of
+#               training on 2 CPU cores; resumable: run it again after a kill), score each on held-out data,
+#               record the scores in its provenance, then install it under engine/shipped/
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -49,6 +50,14 @@ demo: setup
 # the shipped set (finetune/default.py: SHIPPED_SET): the multi-task adapter, then the extraction adapter, each
 # scored on held-out data, the figures recorded in its provenance, copied into the package (training ~2 h 15 min
 # on 2 CPU cores, the evals ~45 min more; each step resumable)
+# $(call install,ADAPTER,RUNS,NAME): copy the eval figures under RUNS into ADAPTER's provenance, then install it
+# as engine/shipped/NAME
+define install
+	$(BIN)/python -m finetune.default $(1) $(2)
+	mkdir -p engine/shipped/$(3)
+	cp $(1)/adapter_config.json $(1)/adapter_model.safetensors $(1)/facet_provenance.json engine/shipped/$(3)/
+endef
+
 adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet train default --data $(DATA) -o $(SHIPPED)/adapter --threads 2 --resume
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/oa-mine/validation.jsonl --adapter $(SHIPPED)/adapter -o $(SHIPPED)/extract
@@ -58,20 +67,21 @@ adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval rank --data $(DATA)/wands/query.csv --adapter $(SHIPPED)/adapter -o $(SHIPPED)/rank
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval query --adapter $(SHIPPED)/adapter -o $(SHIPPED)/query
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/wdc-pave/train.jsonl --adapter $(SHIPPED)/adapter -o $(SHIPPED)/wdc
-	$(BIN)/python -m finetune.default $(SHIPPED)/adapter $(SHIPPED)
-	mkdir -p engine/shipped/default
-	cp $(SHIPPED)/adapter/adapter_config.json $(SHIPPED)/adapter/adapter_model.safetensors \
-	    $(SHIPPED)/adapter/facet_provenance.json engine/shipped/default/
+	$(call install,$(SHIPPED)/adapter,$(SHIPPED),default)
 	HF_HUB_OFFLINE=1 $(BIN)/facet train default --which extract --data $(DATA) -o $(SHIPPED)/extract-adapter --threads 2 \
 	    --resume
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/oa-mine/validation.jsonl --adapter $(SHIPPED)/extract-adapter \
 	    -o $(SHIPPED)/extract-only/extract
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/wdc-pave/train.jsonl --adapter $(SHIPPED)/extract-adapter \
 	    -o $(SHIPPED)/extract-only/wdc
-	$(BIN)/python -m finetune.default $(SHIPPED)/extract-adapter $(SHIPPED)/extract-only
-	mkdir -p engine/shipped/extract
-	cp $(SHIPPED)/extract-adapter/adapter_config.json $(SHIPPED)/extract-adapter/adapter_model.safetensors \
-	    $(SHIPPED)/extract-adapter/facet_provenance.json engine/shipped/extract/
+	$(call install,$(SHIPPED)/extract-adapter,$(SHIPPED)/extract-only,extract)
+	HF_HUB_OFFLINE=1 $(BIN)/facet train default --which classify --data $(DATA) -o $(SHIPPED)/classify-adapter \
+	    --threads 2 --resume
+	HF_HUB_OFFLINE=1 $(BIN)/facet eval classify --data $(DATA)/pricerunner/dev.csv --limit 200 --seed 0 \
+	    --label-map pricerunner-shopify --adapter $(SHIPPED)/classify-adapter -o $(SHIPPED)/classify-only/classify
+	HF_HUB_OFFLINE=1 $(BIN)/facet eval classify --data $(DATA)/oa-mine/validation.jsonl --label-map oa-mine-shopify \
+	    --adapter $(SHIPPED)/classify-adapter -o $(SHIPPED)/classify-only/classify-oa
+	$(call install,$(SHIPPED)/classify-adapter,$(SHIPPED)/classify-only,classify)
 
 test: setup setup-vllm
 	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 FACET_REQUIRE_RAY=1 RAY_AUTH_MODE=disabled \

@@ -77,6 +77,28 @@ PRICERUNNER_SHOPIFY: dict[str, tuple[str, ...]] = {
     }.items()}
 
 
+# OA-Mine's 10 categories on Shopify's taxonomy (2025-08): where Shopify splits a category further (Coffee: beans
+# or pods; Tea & Infusions; Vitamins & Supplements; Toothbrushes; Shoes; Protective Masks) the gold is the node
+# above the split and any sub-category counts as right (``within_gold``). OA-Mine's "Safety Mask" titles are
+# disposable face masks, KN95s and respirators: Work Safety Protective Gear > Protective Masks.
+OA_MINE_SHOPIFY: dict[str, tuple[str, ...]] = {
+    label: tuple(path.split(" > ")) for label, path in {
+        "Coffee": "Food, Beverages & Tobacco > Beverages > Coffee",
+        "Tea": "Food, Beverages & Tobacco > Beverages > Tea & Infusions",
+        "Breakfast Cereal": "Food, Beverages & Tobacco > Food Items > Grains, Rice & Cereal > Cereal & Granola",
+        "Vitamin": "Health & Beauty > Health Care > Fitness & Nutrition > Vitamins & Supplements",
+        "Sunscreen": "Health & Beauty > Personal Care > Cosmetics > Skin Care > Sunscreen",
+        "Conditioner": "Health & Beauty > Personal Care > Hair Care > Shampoo & Conditioner > Conditioners",
+        "Toothbrush": "Health & Beauty > Personal Care > Oral Care > Toothbrushes",
+        "Safety Mask": "Business & Industrial > Work Safety Protective Gear > Protective Masks",
+        "Laundry Detergent": "Home & Garden > Household Supplies > Laundry Supplies > Laundry Detergent",
+        "Shoes": "Apparel & Accessories > Shoes",
+    }.items()}
+
+# the label maps `facet eval classify --label-map NAME` knows
+LABEL_MAPS = {"pricerunner-shopify": PRICERUNNER_SHOPIFY, "oa-mine-shopify": OA_MINE_SHOPIFY}
+
+
 def map_class_labels(rows: list[ClassGold], mapping: dict[str, tuple[str, ...]]) -> list[ClassGold]:
     """The rows with each one-level label replaced by its path in ``mapping``; an unmapped label is an error."""
     out = []

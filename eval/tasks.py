@@ -127,16 +127,17 @@ def _extract_line(report: dict) -> str:
 class ClassifyEvalOptions(EvalOptions):
     data: str | None = option(None, "gold: PriceRunner CSV or JSONL {title, category}", type=str)
     label_map: str | None = option(None, "map the data's labels onto --taxonomy paths: 'pricerunner-shopify' "
-                                   "(PriceRunner's 10 categories on Shopify's taxonomy, built in) or a JSON file "
-                                   "{label: 'A > B > C'}", type=str, metavar="NAME|FILE")
+                                   "(PriceRunner's 10 categories on Shopify's taxonomy), 'oa-mine-shopify' (OA-Mine's "
+                                   "10 categories; both built in) or a JSON file {label: 'A > B > C'}", type=str,
+                                   metavar="NAME|FILE")
 
 
 def label_map(spec: str) -> dict[str, tuple[str, ...]]:
-    """--label-map: 'pricerunner-shopify' (built in) or a JSON file {label: "A > B > C"}."""
-    from eval.datasets import PRICERUNNER_SHOPIFY
+    """--label-map: a built-in name (``eval.datasets.LABEL_MAPS``) or a JSON file {label: "A > B > C"}."""
+    from eval.datasets import LABEL_MAPS
 
-    if spec == "pricerunner-shopify":
-        return PRICERUNNER_SHOPIFY
+    if spec in LABEL_MAPS:
+        return LABEL_MAPS[spec]
     return {k: tuple(x.strip() for x in v.split(">")) for k, v in json.loads(Path(spec).read_text()).items()}
 
 

@@ -11,6 +11,7 @@ import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from eval.datasets import GoldProduct
 from prompts.spans import locate
@@ -124,6 +125,39 @@ def classify_pairs(task, rows: list, report: DataReport | None = None):
         for level in range(len(path)):
             pairs.append((task.messages(r.product, path[:level]), path[level]))
     return pairs
+
+
+def synthetic_classify_examples(folder, n: int, seed: int = 0, report: DataReport | None = None,
+                                exclude: frozenset[str] = frozenset({"Uncategorized"})) -> list:
+    """Labelled products made from Shopify's taxonomy folder, so the classifier sees every branch and not only
+    the categories of the labelled data: a top-level category drawn uniformly, one of its leaves, a title of the
+    leaf's name with up to two of its allowed attribute values ("Stainless Steel Red Kettles", "Jeans, Denim").
+    The gold is the leaf's path (``ClassGold``)."""
+    from eval.datasets import read_shopify_attributes
+    from prompts.formats import ClassGold
+    from schemas import Product
+    from schemas.taxonomy import Taxonomy
+
+    report = report if report is not None else DataReport()
+    taxonomy = Taxonomy.load(Path(folder) / "categories.txt")
+    by_cat, _ = read_shopify_attributes(folder)
+    leaves: dict[str, list[tuple[str, ...]]] = {}
+    for path in taxonomy.paths:
+        if taxonomy.is_leaf(path) and path[0] not in exclude:
+            leaves.setdefault(path[0], []).append(path)
+    if not leaves:
+        raise ValueError(f"{folder}: the taxonomy has no leaves to make examples from")
+    rng, roots, out = random.Random(seed), sorted(leaves), []
+    for k in range(n):
+        path = rng.choice(leaves[rng.choice(roots)])
+        values = [rng.choice(a.values) for a in by_cat.get(" > ".join(path), ()) if a.values]
+        picked = rng.sample(values, min(len(values), rng.choice((0, 1, 1, 2))))
+        leaf = path[-1]
+        title = (f"{leaf}, {', '.join(picked)}" if picked and rng.random() < 0.4
+                 else " ".join([*picked, leaf]))
+        out.append(ClassGold(Product(id=f"synthetic-{k}", title=title), path, f"synthetic-{' > '.join(path)}"))
+        report.usable += 1
+    return out
 
 
 def encode(tokenizer, messages, answer: str, max_len: int) -> dict | None:

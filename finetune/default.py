@@ -6,9 +6,12 @@
   from ``train.jsonl``, as ``facet eval extract`` asks) for every title, plus the open prompt (no list: the
   answer names what the title states) for a seeded share of them, plus changed copies (``finetune.data.augment``);
 - complete (the same titles): one gold attribute hidden per title, the completion prompt;
-- classify (PriceRunner ``dev.csv``, CC BY 4.0): its 10 categories mapped onto Shopify taxonomy paths
-  (``eval.datasets.PRICERUNNER_SHOPIFY``), one prompt per level of the Shopify taxonomy (MIT); the 200 titles
-  ``facet eval classify --limit 200 --seed 0`` scores and their product clusters are left out;
+- classify, one prompt per level of Shopify's taxonomy (MIT) for each labelled title: PriceRunner ``dev.csv``
+  (CC BY 4.0) titles with its 10 categories mapped onto Shopify paths (``eval.datasets.PRICERUNNER_SHOPIFY``; the
+  200 titles ``facet eval classify --limit 200 --seed 0`` scores and their product clusters are left out), the
+  OA-Mine training titles with theirs (``eval.datasets.OA_MINE_SHOPIFY``), both balanced per category, and titles
+  made from Shopify's leaves and their attribute values (``finetune.data.synthetic_classify_examples``), so that
+  products outside those 20 categories are not pulled into them;
 - rank (Shopify taxonomy, MIT): synthetic searches (an allowed value + the category name) -> that attribute.
 
 Never used: OA-Mine ``validation.jsonl`` (how progress is measured), WANDS (the ranking benchmark), WDC-PAVE
@@ -27,7 +30,7 @@ from pathlib import Path
 # files the recipe reads, relative to the data folder; their hashes go into the provenance
 SOURCES = {
     "extract": ("oa-mine/train.jsonl", "oa-mine/train_extra.jsonl"),
-    "classify": ("pricerunner/dev.csv", "shopify-taxonomy/categories.txt"),
+    "classify": ("pricerunner/dev.csv", "shopify-taxonomy/categories.txt"),  # + extract's OA-Mine titles
     "rank": ("shopify-taxonomy/attributes.json", "shopify-taxonomy/category_attributes.json"),
 }
 LICENCES = {"oa-mine": "Apache-2.0", "pricerunner": "CC BY 4.0", "shopify-taxonomy": "MIT"}
@@ -42,8 +45,12 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # the shipped set, decided by measurement (docs/benchmarks.md): the multi-task adapter (engine/shipped/default) for
 # every task, and an extraction adapter (engine/shipped/extract: the same recipe's extract pairs alone, two epochs),
 # which lifted OA-Mine micro-F1 from 0.517 to 0.575 and is used for extraction instead. `make adapters` runs both.
+# A classification adapter (engine/shipped/classify: classify pairs alone, with OA-Mine's categories and synthetic
+# titles from every branch of Shopify's taxonomy beside PriceRunner's) replaced the multi-task one for classify:
+# see docs/benchmarks.md.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank")},
-               "extract": {"tasks": ("extract",), "epochs": 2}}
+               "extract": {"tasks": ("extract",), "epochs": 2},
+               "classify": {"tasks": ("classify",), "epochs": 1}}
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,10 @@ class Recipe:
     open_share: float = 0.5  # extract titles also shown with the open prompt
     augment_share: float = 1.0  # extract titles that also get one changed copy (reorder / drop a value / lower)
     complete_titles: int = 800  # a seeded sample of the extract titles, one attribute hidden each
-    classify_titles: int = 300  # PriceRunner titles (each gives one prompt per taxonomy level)
-    classify_holdout: int = 200  # the eval sample (and its clusters) left out
+    classify_titles: int = 400  # PriceRunner titles, the same number of each of its 10 categories (each gives one
+    classify_holdout: int = 200  # prompt per taxonomy level); the eval sample (and its clusters) left out
+    classify_oa_titles: int = 400  # OA-Mine train titles with their category on Shopify paths, balanced likewise
+    classify_synthetic: int = 400  # titles made from Shopify leaves (every branch of the taxonomy seen)
     rank_queries: int = 600
     val_share: float = 0.04  # of each task's pairs, for the validation loss
     seed: int = 0
@@ -72,6 +81,7 @@ class Built:
 def build(data: Path, recipe: Recipe = Recipe()) -> Built:
     """The training and validation pairs of every task in ``recipe.tasks``."""
     from eval.datasets import (
+        OA_MINE_SHOPIFY,
         PRICERUNNER_SHOPIFY,
         map_class_labels,
         read_classification_gold,
@@ -86,6 +96,7 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         complete_pairs,
         extract_pairs,
         rank_pairs,
+        synthetic_classify_examples,
         synthetic_rank_examples,
     )
     from prompts.tasks.classify import Classify
@@ -124,10 +135,16 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         taxonomy = Taxonomy.load(data / "shopify-taxonomy/categories.txt")
         rows = map_class_labels(read_classification_gold(data / "pricerunner/dev.csv"), PRICERUNNER_SHOPIFY)
         _sample, rest = split_by_group(rows, recipe.classify_holdout, 0)
-        rest = random.Random(recipe.seed).sample(rest, min(recipe.classify_titles, len(rest)))
-        task = Classify(taxonomy=taxonomy, shots=0)
+        labelled = balanced(rest, recipe.classify_titles, recipe.seed)
+        if recipe.classify_oa_titles:
+            oa = [r for f in SOURCES["extract"] for r in read_classification_gold(data / f)]
+            labelled += balanced(map_class_labels(oa, OA_MINE_SHOPIFY), recipe.classify_oa_titles, recipe.seed)
         report = DataReport()
-        out.pairs["classify"] = classify_pairs(task, rest, report)
+        if recipe.classify_synthetic:
+            labelled += synthetic_classify_examples(data / "shopify-taxonomy", recipe.classify_synthetic,
+                                                    recipe.seed)
+        task = Classify(taxonomy=taxonomy, shots=0)
+        out.pairs["classify"] = classify_pairs(task, labelled, report)
         out.templates["classify"], out.reports["classify"] = task.template, report.text()
     if "rank" in recipe.tasks:
         task = Rank(shots=0, reasons="none")
@@ -139,6 +156,20 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         random.Random(f"{recipe.seed}:{name}").shuffle(pairs)
         k = max(1, int(len(pairs) * recipe.val_share))
         out.val[name], out.pairs[name] = pairs[:k], pairs[k:]
+    return out
+
+
+def balanced(rows: list, n: int, seed: int) -> list:
+    """A seeded sample of ``n`` rows with (as near as the data allow) the same number of each label path."""
+    by_label: dict[tuple, list] = {}
+    for r in rows:
+        by_label.setdefault(tuple(r.path), []).append(r)
+    rng, out = random.Random(seed), []
+    pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(pool.pop())
     return out
 
 
@@ -213,6 +244,7 @@ def to_half(folder: Path) -> None:
 
 # the headline figures of each eval report (report.json "summary") kept in the adapter's provenance
 HEADLINES = {"extract": ("micro_f1", "macro_f1", "precision", "recall"), "classify": ("accuracy", "macro_f1"),
+             "classify-oa": ("accuracy", "macro_f1", "level_accuracy"),
              "complete": ("fill_accuracy", "hidden_recall", "false_fill_rate"), "rank": ("ndcg@3", "mrr"),
              "query": ("accuracy", "f1"), "wdc": ("micro_f1", "macro_f1")}
 

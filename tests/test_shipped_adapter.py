@@ -105,10 +105,11 @@ def _provenance(folder: Path = SHIPPED_ADAPTER) -> dict:
 FOLDERS = shipped.shipped_folders()  # the real ones: committed, so these never skip
 
 
-def test_the_shipped_set_is_the_multi_task_adapter_and_an_extraction_adapter():
-    assert [p.name for p in FOLDERS] == ["extract", "default"]
-    assert resolve_adapter(None, "extract") == str(shipped.SHIPPED_ROOT / "extract")  # it measured better there
-    for task in ("classify", "complete", "rank"):
+def test_the_shipped_set_is_the_multi_task_adapter_and_one_each_for_extraction_and_classification():
+    assert [p.name for p in FOLDERS] == ["classify", "extract", "default"]
+    for task in ("extract", "classify"):  # each measured better than the multi-task adapter there
+        assert resolve_adapter(None, task) == str(shipped.SHIPPED_ROOT / task)
+    for task in ("complete", "rank"):
         assert resolve_adapter(None, task) == str(SHIPPED_ADAPTER)
     total = sum(f.stat().st_size for p in FOLDERS for f in p.iterdir())
     assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"
@@ -132,7 +133,7 @@ def test_shipped_adapter_records_where_it_came_from(folder):
     from prompts.render import template_hash
 
     prov = _provenance(folder)
-    assert set(prov["tasks"]) == ({"extract"} if folder.name == "extract" else set(TASKS))
+    assert set(prov["tasks"]) == (set(TASKS) if folder.name == "default" else {folder.name})
     assert prov["command"].startswith("facet train default")
     assert set(prov["train_data_hashes"]) == {"oa-mine/train.jsonl", "oa-mine/train_extra.jsonl",
                                               "pricerunner/dev.csv", "shopify-taxonomy/categories.txt",
@@ -166,7 +167,8 @@ def test_the_recipe_trains_on_no_row_that_is_measured():
     from eval.datasets import PRICERUNNER_SHOPIFY, map_class_labels, read_classification_gold, split_by_group
     from finetune.default import Recipe, build
 
-    built = build(DATA, Recipe(classify_titles=60, rank_queries=40, complete_titles=60))
+    built = build(DATA, Recipe(classify_titles=60, classify_oa_titles=30, classify_synthetic=30, rank_queries=40,
+                               complete_titles=60))
     assert set(built.pairs) == set(TASKS) and all(built.pairs[t] and built.val[t] for t in TASKS)
     prompts = [json.dumps(m) for t in built.pairs for m, _a in built.pairs[t] + built.val[t]]
     validation = [json.loads(line)["input"] for line in (DATA / "oa-mine/validation.jsonl").open()]
@@ -178,6 +180,10 @@ def test_the_recipe_trains_on_no_row_that_is_measured():
     assert not any(f"Title: {t}\n" in c for t in held for c in cls)
     # every classify answer is a child offered at its level of Shopify's taxonomy
     assert all(a in m[-1]["content"].split("Choose one: ")[1] for m, a in built.pairs["classify"])
+    # beside PriceRunner's appliances and phones: OA-Mine's groceries, care products and shoes, and every branch
+    top = {a for m, a in built.pairs["classify"] + built.val["classify"] if "Category so far" not in m[-1]["content"]}
+    assert {"Electronics", "Home & Garden", "Food, Beverages & Tobacco", "Health & Beauty", "Apparel & Accessories"} <= top
+    assert len(top) >= 12
 
 
 def test_train_default_refuses_a_folder_without_the_data(tmp_path, capsys):
@@ -202,3 +208,59 @@ def test_engine_builds_a_task_once_for_repeated_calls(fake_shipped, scripted, mo
     assert len(reads) == 1
     eng.run("extract", [{"title": "x"}], shots=1)  # other options: built for them
     assert len(reads) == 2
+
+
+def _tiny_shopify(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "categories.txt").write_text(
+        "gid://shopify/TaxonomyCategory/a : Apparel\ngid://shopify/TaxonomyCategory/a-1 : Apparel > Jeans\n"
+        "gid://shopify/TaxonomyCategory/a-2 : Apparel > Shirts\ngid://shopify/TaxonomyCategory/k : Kitchen\n"
+        "gid://shopify/TaxonomyCategory/k-1 : Kitchen > Kettles\ngid://shopify/TaxonomyCategory/u : Uncategorized\n")
+    (folder / "attributes.json").write_text(json.dumps({"attributes": [
+        {"handle": "color", "name": "Color", "values": [{"name": "Red"}, {"name": "Blue"}]}]}))
+    (folder / "category_attributes.json").write_text(json.dumps({"categories": {
+        "a-1": {"full_name": "Apparel > Jeans", "attributes": ["color"]},
+        "k-1": {"full_name": "Kitchen > Kettles", "attributes": []}}}))
+    return folder
+
+
+def test_synthetic_classify_titles_cover_every_branch_with_the_leaf_and_its_values(tmp_path):
+    from finetune.data import synthetic_classify_examples
+
+    rows = synthetic_classify_examples(_tiny_shopify(tmp_path / "shopify"), 200, seed=0)
+    assert len(rows) == 200 and len({r.product.id for r in rows}) == 200
+    paths = {r.path for r in rows}
+    assert paths == {("Apparel", "Jeans"), ("Apparel", "Shirts"), ("Kitchen", "Kettles")}  # leaves, not Uncategorized
+    # top levels drawn uniformly: Kitchen's one leaf is as common as Apparel's two together
+    kitchen = sum(r.path[0] == "Kitchen" for r in rows)
+    assert 70 < kitchen < 130
+    for r in rows:
+        assert r.path[-1] in r.product.title
+        extra = r.product.title.replace(r.path[-1], "").replace(",", "").split()
+        assert set(extra) <= {"Red", "Blue"}  # only the leaf's own attribute values
+    assert any("Red" in r.product.title or "Blue" in r.product.title for r in rows if r.path[-1] == "Jeans")
+    assert synthetic_classify_examples(tmp_path / "shopify", 20, seed=0) == rows[:20]  # seeded
+
+
+def test_balanced_sample_takes_each_label_in_turn():
+    from finetune.default import balanced
+    from prompts.formats import ClassGold
+    from schemas import Product
+
+    rows = [ClassGold(Product(id=str(i), title="t"), (lab,), None) for i, lab in enumerate("a" * 50 + "b" * 5 + "c" * 20)]
+    picked = balanced(rows, 24, seed=0)
+    counts = {lab: sum(r.path == (lab,) for r in picked) for lab in "abc"}
+    assert counts == {"a": 10, "b": 5, "c": 9} or counts == {"a": 9, "b": 5, "c": 10}
+    assert len({r.product.id for r in picked}) == 24
+
+
+@needs_data
+def test_the_built_in_label_maps_name_real_shopify_paths():
+    from eval.datasets import LABEL_MAPS, OA_MINE_SHOPIFY
+    from schemas.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load(DATA / "shopify-taxonomy/categories.txt")
+    for mapping in LABEL_MAPS.values():
+        assert all(path in taxonomy for path in mapping.values())
+    categories = {json.loads(line)["category"] for line in (DATA / "oa-mine/train.jsonl").open()}
+    assert categories == set(OA_MINE_SHOPIFY)

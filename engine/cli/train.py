@@ -11,15 +11,17 @@ from engine.models import DEFAULT_MODEL
 
 def add_train_command(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a LoRA adapter for a task, or rebuild the shipped one (default)")
+    from finetune.default import SHIPPED_SET
     from finetune.train import TRAINABLE
 
     p.add_argument("task", choices=["default", *TRAINABLE],
                    help="'default' rebuilds the adapter facet ships (all tasks, one adapter) from --data")
     p.add_argument("--data", default="../shared/data", metavar="DIR",
                    help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
-    p.add_argument("--which", choices=["default", "extract"], default="default",
-                   help="default: which adapter of the shipped set to rebuild: 'default' (multi-task) or 'extract' "
-                   "(extraction alone, two epochs; used for extraction)")
+    p.add_argument("--which", choices=list(SHIPPED_SET), default="default",
+                   help="default: which adapter of the shipped set to rebuild: 'default' (multi-task) or one task's "
+                   "own (" + "; ".join(f"{k}: {', '.join(v['tasks'])}" for k, v in SHIPPED_SET.items()
+                                      if k != "default") + "; used for that task instead)")
     p.add_argument("--tasks", metavar="LIST", help="default: train only these tasks (comma-separated)")
     p.add_argument("--layers", type=int, default=None, metavar="N",
                    help="LoRA on the top N decoder layers only (faster: the backward pass stops below them)")
