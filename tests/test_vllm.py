@@ -11,8 +11,11 @@ import importlib.util
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
+
+from engine.adapters import shipped_adapter_for, shipped_folders, shipped_tasks
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
@@ -21,6 +24,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
 SCHEMA = {"type": "object", "properties": {"brand": {"type": ["string", "null"], "maxLength": 20},
                                            "size": {"enum": ["S", "M", "L", "XL"]}},
           "required": ["brand", "size"], "additionalProperties": False}
+# every committed adapter, named as `facet serve` would not clash with: shipped-default, shipped-extract, ...
+SHIPPED = {f"shipped-{p.name}": str(p) for p in shipped_folders()}
 PROMPT = [{"role": "user", "content": "Product: Nike Dri-FIT running tee, men's size M. Give brand and size as JSON."}]
 
 
@@ -43,25 +48,20 @@ def random_lora(default_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(default_model_dir, random_lora):
-    from engine.adapters import SHIPPED_ADAPTER, SHIPPED_ROOT
     from engine.backends.vllm import VLLMBackend
 
-    backend = VLLMBackend(default_model_dir, adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER),
-                                         "shipped-extract": str(SHIPPED_ROOT / "extract")},
-                          max_model_len=2048)
+    backend = VLLMBackend(default_model_dir, adapters={"rand": random_lora, **SHIPPED}, max_model_len=2048)
     yield backend
     backend.close()
 
 
 @pytest.fixture(scope="module")
 def hf(default_model_dir, random_lora):
-    from engine.adapters import SHIPPED_ADAPTER, SHIPPED_ROOT
     from engine.backends.transformers import TransformersBackend
     from engine.models import load_model, load_tokenizer
 
     return TransformersBackend(load_model(default_model_dir), load_tokenizer(default_model_dir),
-                               adapters={"rand": random_lora, "shipped": str(SHIPPED_ADAPTER),
-                                         "shipped-extract": str(SHIPPED_ROOT / "extract")},
+                               adapters={"rand": random_lora, **SHIPPED},
                                grammar_engine="xgrammar")  # vLLM's grammar engine
 
 
@@ -106,7 +106,12 @@ def test_adapter_answers_match_transformers(engine, hf):
     assert [c.text for c in engine.generate(reqs)] == [c.text for c in hf.generate(reqs)]
 
 
-@pytest.mark.parametrize("name", ["shipped", "shipped-extract"])
+def test_every_shipped_adapter_is_served():
+    assert {Path(p).name for p in SHIPPED.values()} == {p.name for p in shipped_folders()}
+    assert {"shipped-default", "shipped-extract", "shipped-classify"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", [n for n, p in SHIPPED.items() if "extract" in shipped_tasks(p)])
 def test_the_shipped_adapter_loads_in_vllm_and_answers_as_in_peft(engine, hf, name):
     """The committed adapters (fp16, LoRA on the top layers only) are served by vLLM with PEFT's answers."""
     from engine.io import read_products
@@ -140,6 +145,26 @@ def test_scores_with_lora_enabled_agree_with_transformers(engine, hf):
     for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=0.05 + 0.01 * abs(w))
     assert got[:3] != pytest.approx(got[3:], abs=0.5)  # the adapter changed the scores
+
+
+@pytest.mark.parametrize("name", [n for n, p in SHIPPED.items() if "classify" in shipped_tasks(p)])
+def test_the_shipped_classification_adapter_scores_in_vllm_as_in_peft(engine, hf, name):
+    """Classification scores every choice of a level: vLLM with the committed adapter gives PEFT's scores."""
+    from engine.types import ScoreRequest
+    from prompts.tasks.classify import Classify
+    from schemas import Product
+    from schemas.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy([("Apparel & Accessories", "Shoes"), ("Electronics", "Video"), ("Home & Garden", "Decor"),
+                         ("Food, Beverages & Tobacco", "Beverages")])
+    prompt = Classify(taxonomy=taxonomy, shots=0).messages(Product(id="p", title="Nike Air Zoom Pegasus 40 Men's"))
+    reqs = [ScoreRequest(prompt, o, adapter=a) for a in (name, None) for o in taxonomy.children(())]
+    got, want = engine.score(reqs), hf.score(reqs)
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, abs=0.05 + 0.01 * abs(w))
+    assert got[:4] != pytest.approx(got[4:], abs=0.5)  # the adapter changed the scores
+    if Path(SHIPPED[name]) == shipped_adapter_for("classify"):  # the one classification runs with (the multi-task
+        assert max(range(4), key=got.__getitem__) == 0  # one does not): the shoes go under Apparel & Accessories
 
 
 def test_extraction_is_the_same_as_with_transformers(engine, hf):
