@@ -62,8 +62,12 @@ def schema_from_gold(rows: list[GoldProduct], min_count: int = 1) -> AttributeSc
 # can be trained and scored. Shopify has no fridge-freezer category: "Fridge Freezers" goes to Refrigerators with
 # "Fridges". "Digital Cameras" is not a leaf in Shopify (compact, DSLR, mirrorless, ...): a prediction anywhere
 # under it counts as right (see ``within_gold``).
-PRICERUNNER_SHOPIFY: dict[str, tuple[str, ...]] = {
-    label: tuple(path.split(" > ")) for label, path in {
+def label_paths(mapping: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """{label: "A > B > C"} -> {label: ("A", "B", "C")}."""
+    return {label: tuple(x.strip() for x in path.split(">")) for label, path in mapping.items()}
+
+
+PRICERUNNER_SHOPIFY: dict[str, tuple[str, ...]] = label_paths({
         "Mobile Phones": "Electronics > Communications > Telephony > Mobile & Smart Phones",
         "TVs": "Electronics > Video > Televisions",
         "CPUs": "Electronics > Electronics Accessories > Computer Components > Computer Processors",
@@ -74,15 +78,14 @@ PRICERUNNER_SHOPIFY: dict[str, tuple[str, ...]] = {
         "Dishwashers": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Dishwashers",
         "Microwaves": "Home & Garden > Kitchen & Dining > Kitchen Appliances > Microwave Ovens",
         "Washing Machines": "Home & Garden > Household Appliances > Laundry Appliances > Washing Machines",
-    }.items()}
+})
 
 
 # OA-Mine's 10 categories on Shopify's taxonomy (2025-08): where Shopify splits a category further (Coffee: beans
 # or pods; Tea & Infusions; Vitamins & Supplements; Toothbrushes; Shoes; Protective Masks) the gold is the node
 # above the split and any sub-category counts as right (``within_gold``). OA-Mine's "Safety Mask" titles are
 # disposable face masks, KN95s and respirators: Work Safety Protective Gear > Protective Masks.
-OA_MINE_SHOPIFY: dict[str, tuple[str, ...]] = {
-    label: tuple(path.split(" > ")) for label, path in {
+OA_MINE_SHOPIFY: dict[str, tuple[str, ...]] = label_paths({
         "Coffee": "Food, Beverages & Tobacco > Beverages > Coffee",
         "Tea": "Food, Beverages & Tobacco > Beverages > Tea & Infusions",
         "Breakfast Cereal": "Food, Beverages & Tobacco > Food Items > Grains, Rice & Cereal > Cereal & Granola",
@@ -93,7 +96,7 @@ OA_MINE_SHOPIFY: dict[str, tuple[str, ...]] = {
         "Safety Mask": "Business & Industrial > Work Safety Protective Gear > Protective Masks",
         "Laundry Detergent": "Home & Garden > Household Supplies > Laundry Supplies > Laundry Detergent",
         "Shoes": "Apparel & Accessories > Shoes",
-    }.items()}
+})
 
 # the label maps `facet eval classify --label-map NAME` knows
 LABEL_MAPS = {"pricerunner-shopify": PRICERUNNER_SHOPIFY, "oa-mine-shopify": OA_MINE_SHOPIFY}

@@ -134,11 +134,9 @@ class ClassifyEvalOptions(EvalOptions):
 
 def label_map(spec: str) -> dict[str, tuple[str, ...]]:
     """--label-map: a built-in name (``eval.datasets.LABEL_MAPS``) or a JSON file {label: "A > B > C"}."""
-    from eval.datasets import LABEL_MAPS
+    from eval.datasets import LABEL_MAPS, label_paths
 
-    if spec in LABEL_MAPS:
-        return LABEL_MAPS[spec]
-    return {k: tuple(x.strip() for x in v.split(">")) for k, v in json.loads(Path(spec).read_text()).items()}
+    return LABEL_MAPS[spec] if spec in LABEL_MAPS else label_paths(json.loads(Path(spec).read_text()))
 
 
 def _classify(ctx: EvalContext) -> dict:
