@@ -140,3 +140,21 @@ def test_cli_classify_and_eval(tmp_path, tiny_model_dir, capsys):
     assert sum(map(sum, rep["confusion"]["matrix"])) == 4 and rep["provenance"]["shots"] == 2
     assert (rep_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_label_maps_by_name_or_file_and_unmapped_labels_are_named(tmp_path):
+    from eval.datasets import OA_MINE_SHOPIFY, map_class_labels
+    from eval.tasks import label_map
+    from prompts.formats import ClassGold
+    from schemas import Product
+
+    assert label_map("oa-mine-shopify") is OA_MINE_SHOPIFY
+    assert label_map("oa-mine-shopify")["Shoes"] == ("Apparel & Accessories", "Shoes")
+    f = tmp_path / "map.json"
+    f.write_text('{"Mugs": "Home & Garden > Kitchen & Dining > Mugs"}')
+    mapping = label_map(str(f))
+    assert mapping == {"Mugs": ("Home & Garden", "Kitchen & Dining", "Mugs")}
+    rows = [ClassGold(Product(id="a", title="Red mug"), ("Mugs",), None)]
+    assert map_class_labels(rows, mapping)[0].path == ("Home & Garden", "Kitchen & Dining", "Mugs")
+    with pytest.raises(ValueError, match="label 'Cups' of b has no path"):
+        map_class_labels([ClassGold(Product(id="b", title="Cup"), ("Cups",), None)], mapping)
