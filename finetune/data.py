@@ -128,18 +128,18 @@ def classify_pairs(task, rows: list, report: DataReport | None = None):
 
 
 def synthetic_classify_examples(folder, n: int, seed: int = 0, report: DataReport | None = None,
-                                exclude: frozenset[str] = frozenset({"Uncategorized"})) -> list:
+                                exclude: frozenset[str] = frozenset({"Uncategorized"}), taxonomy=None) -> list:
     """Labelled products made from Shopify's taxonomy folder, so the classifier sees every branch and not only
     the categories of the labelled data: a top-level category drawn uniformly, one of its leaves, a title of the
     leaf's name with up to two of its allowed attribute values ("Stainless Steel Red Kettles", "Jeans, Denim").
-    The gold is the leaf's path (``ClassGold``)."""
+    The gold is the leaf's path (``ClassGold``). ``taxonomy``: the folder's categories.txt, when already loaded."""
     from eval.datasets import read_shopify_attributes
     from prompts.formats import ClassGold
     from schemas import Product
     from schemas.taxonomy import Taxonomy
 
     report = report if report is not None else DataReport()
-    taxonomy = Taxonomy.load(Path(folder) / "categories.txt")
+    taxonomy = taxonomy if taxonomy is not None else Taxonomy.load(Path(folder) / "categories.txt")
     by_cat, _ = read_shopify_attributes(folder)
     leaves: dict[str, list[tuple[str, ...]]] = {}
     for path in taxonomy.paths:

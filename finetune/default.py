@@ -142,7 +142,7 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         report = DataReport()
         if recipe.classify_synthetic:
             labelled += synthetic_classify_examples(data / "shopify-taxonomy", recipe.classify_synthetic,
-                                                    recipe.seed)
+                                                    recipe.seed, taxonomy=taxonomy)
         task = Classify(taxonomy=taxonomy, shots=0)
         out.pairs["classify"] = classify_pairs(task, labelled, report)
         out.templates["classify"], out.reports["classify"] = task.template, report.text()
