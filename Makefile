@@ -4,7 +4,7 @@
 #               and rank the attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
-#   make adapters  rebuild the shipped adapters from $(DATA) (multi-task, extraction, classification: ~3 h of
+#   make adapters  rebuild the shipped adapters from $(DATA) (multi-task, extraction, classification, completion: ~4 h of
 #               training on 2 CPU cores; resumable: run it again after a kill), score each on held-out data,
 #               record the scores in its provenance, then install it under engine/shipped/
 PY      ?= python3
@@ -82,6 +82,11 @@ adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval classify --data $(DATA)/oa-mine/validation.jsonl --label-map oa-mine-shopify \
 	    --adapter $(SHIPPED)/classify-adapter -o $(SHIPPED)/classify-only/classify-oa
 	$(call install,$(SHIPPED)/classify-adapter,$(SHIPPED)/classify-only,classify)
+	HF_HUB_OFFLINE=1 $(BIN)/facet train default --which complete --data $(DATA) -o $(SHIPPED)/complete-adapter \
+	    --threads 2 --resume
+	HF_HUB_OFFLINE=1 $(BIN)/facet eval complete --data $(DATA)/oa-mine/validation.jsonl \
+	    --adapter $(SHIPPED)/complete-adapter -o $(SHIPPED)/complete-only/complete
+	$(call install,$(SHIPPED)/complete-adapter,$(SHIPPED)/complete-only,complete)
 
 test: setup setup-vllm
 	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 FACET_REQUIRE_RAY=1 RAY_AUTH_MODE=disabled \

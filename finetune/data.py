@@ -73,10 +73,13 @@ def extract_pairs(task: Extract, rows: list[GoldProduct], report: DataReport | N
     return pairs
 
 
-def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = None, copies: int = 1, seed: int = 0):
+def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = None, copies: int = 1, seed: int = 0,
+                   several: bool = False):
     """(messages, answer) for completion: per record, up to ``copies`` different gold attributes hidden in turn
     (drawn with ``seed``; the others given as known), the answer the hidden value and null for every other
-    attribute asked (the gold lists only what the text states), serialized as the constrained decoder emits it."""
+    attribute asked (the gold lists only what the text states), serialized as the constrained decoder emits it.
+    ``several``: one more pair per record with two or more values, hiding a seeded half of them (at least two) at
+    once, as records that lack several attributes are (more filled slots per prompt against the nulls)."""
     from prompts.tasks.complete import pick_hidden
 
     report = report if report is not None else DataReport()
@@ -91,19 +94,28 @@ def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = No
         first = pick_hidden(valued, p.id, seed)
         rest = [n for n in valued if n != first]
         random.Random(f"{seed}:{p.id}:more").shuffle(rest)
+        hide_sets = [(h,) for h in [first, *rest][: max(1, copies)]]
+        if several and len(valued) >= 2:
+            k = max(2, len(valued) // 2)
+            hide_sets.append(tuple(random.Random(f"{seed}:{p.id}:several").sample(valued, k)))
         usable = False
-        for hidden in [first, *rest][: max(1, copies)]:
-            known = {k: answer_value(r.gold[k], text) for k in valued if k != hidden}
+        for hide in hide_sets:
+            known = {k: answer_value(r.gold[k], text) for k in valued if k not in hide}
+            asked = {a.name for a in task.wanted(p.model_copy(update={"attributes": known}))}
+            fill = {}
+            for hidden in hide:
+                value = answer_value(r.gold[hidden], text)
+                if hidden not in asked:
+                    report.add("attribute outside the schema (dropped)", f"{p.id}:{hidden}")
+                elif value not in task.schema(p.model_copy(update={"attributes": known}))["properties"][hidden]["enum"]:
+                    report.add("gold value not a span of the text (skipped)", f"{p.id}:{hidden}={value!r}")
+                else:
+                    fill[hidden] = value
+            if not fill:
+                continue
+            known.update({h: answer_value(r.gold[h], text) for h in hide if h not in fill and h in r.gold})
             product = p.model_copy(update={"attributes": known})
-            asked = task.wanted(product)
-            if hidden not in {a.name for a in asked}:
-                report.add("attribute outside the schema (dropped)", f"{p.id}:{hidden}")
-                continue
-            value = answer_value(r.gold[hidden], text)
-            if value not in task.schema(product)["properties"][hidden]["enum"]:
-                report.add("gold value not a span of the text (skipped)", f"{p.id}:{hidden}={value!r}")
-                continue
-            answer = json.dumps({a.name: value if a.name == hidden else None for a in asked}, ensure_ascii=False,
+            answer = json.dumps({a.name: fill.get(a.name) for a in task.wanted(product)}, ensure_ascii=False,
                                 separators=(",", ":"))
             pairs.append((task.messages(product), answer))
             usable = True

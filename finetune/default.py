@@ -6,7 +6,8 @@ pairs of its tasks:
 - extract (OA-Mine ``train.jsonl`` + ``train_extra.jsonl``, Apache-2.0): the per-category prompt (attribute list
   from ``train.jsonl``, as ``facet eval extract`` asks) for every title, plus the open prompt (no list: the
   answer names what the title states) for a seeded share of them, plus changed copies (``finetune.data.augment``);
-- complete (the same titles): one gold attribute hidden per title, the completion prompt;
+- complete (the same titles): one gold attribute hidden per title, plus one pair hiding half of its values at
+  once (``Recipe.complete_several``), the completion prompt;
 - classify, one prompt per level of Shopify's taxonomy (MIT) for each labelled title: PriceRunner ``dev.csv``
   (CC BY 4.0) titles with its 10 categories mapped onto Shopify paths (``eval.datasets.PRICERUNNER_SHOPIFY``; the
   200 titles ``facet eval classify --limit 200 --seed 0`` scores and their product clusters are left out), the
@@ -50,7 +51,8 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # OA-Mine's categories 0.00 -> 0.82). `make adapters` builds, scores and installs all three.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank")},
                "extract": {"tasks": ("extract",), "epochs": 2},
-               "classify": {"tasks": ("classify",), "epochs": 1}}
+               "classify": {"tasks": ("classify",), "epochs": 1},
+               "complete": {"tasks": ("complete",), "epochs": 2, "rank": 16}}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Recipe:
     open_share: float = 0.5  # extract titles also shown with the open prompt
     augment_share: float = 1.0  # extract titles that also get one changed copy (reorder / drop a value / lower)
     complete_titles: int = 800  # a seeded sample of the extract titles, one attribute hidden each
+    complete_several: bool = True  # + one pair per title hiding half its values at once (finetune.data.complete_pairs)
     classify_titles: int = 400  # PriceRunner titles, the same number of each of its 10 categories (each gives one
     classify_holdout: int = 200  # prompt per taxonomy level); the eval sample (and its clusters) left out
     classify_oa_titles: int = 400  # OA-Mine train titles with their category on Shopify paths, balanced likewise
@@ -129,7 +132,8 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         task = Complete(attribute_schema=schema)
         report = DataReport()
         some = random.Random(f"{recipe.seed}:complete").sample(rows, min(recipe.complete_titles, len(rows)))
-        out.pairs["complete"] = complete_pairs(task, some, report, seed=recipe.seed)
+        out.pairs["complete"] = complete_pairs(task, some, report, seed=recipe.seed,
+                                                several=recipe.complete_several)
         out.templates["complete"], out.reports["complete"] = task.template, report.text()
     if "classify" in recipe.tasks:
         taxonomy = Taxonomy.load(data / "shopify-taxonomy/categories.txt")

@@ -341,6 +341,34 @@ def test_complete_pairs_are_the_completion_prompts_and_answers_fit_the_grammar(t
     assert complete_pairs(task, [bad], report) == [] and "not a span of the text" in report.text()
 
 
+def test_complete_pairs_several_hide_half_the_values_at_once(tiny_tokenizer):
+    from eval.datasets import GoldProduct
+    from finetune.data import complete_pairs
+    from prompts.tasks.complete import Complete
+
+    schema = AttributeSchema.from_mapping({"Mugs": ["Brand", "Color", "Size", "Material"]})
+    task = Complete(schema)
+    row = GoldProduct(Product(id="m1", title="Acme ceramic mug Red, 12 oz", category="Mugs"),
+                      {"Brand": {"Acme"}, "Color": {"Red"}, "Size": {"12 oz"}, "Material": {"glass"}})
+    report = DataReport()
+    pairs = complete_pairs(task, [row], report, several=True)
+    assert report.usable == 1 and len(pairs) == 2  # the one-hidden pair, then the several-hidden one
+    messages, answer = pairs[1]
+    data = json.loads(answer)
+    filled = {k for k, v in data.items() if v is not None}
+    assert len(filled) >= 1 and all(data[k] == {"Brand": "Acme", "Color": "Red", "Size": "12 oz"}[k] for k in filled)
+    # what was hidden but is no span of the text ("glass") goes back to the known values, never into the answer
+    known = {k: v for k, v in {"Brand": "Acme", "Color": "Red", "Size": "12 oz", "Material": "glass"}.items()
+             if k not in data}
+    assert set(data) | set(known) == {"Brand", "Color", "Size", "Material"}
+    assert messages == list(task.build(row.product.model_copy(update={"attributes": known})).prompt)
+    spans = GoldProduct(row.product, {**row.gold, "Material": {"ceramic"}})
+    answers = [json.loads(a) for _, a in complete_pairs(task, [spans], several=True)]
+    assert sum(v is not None for v in answers[1].values()) == 2  # half of four values, all spans, filled at once
+    one_value = GoldProduct(Product(id="m3", title="Acme mug", category="Mugs"), {"Brand": {"Acme"}})
+    assert len(complete_pairs(task, [one_value], several=True)) == 1  # nothing more to hide with a single value
+
+
 def test_cli_train_complete_then_complete_with_the_adapter(tmp_path, tiny_model_dir):
     from engine.cli import main
 
