@@ -54,8 +54,12 @@ def test_cli_commands_get_the_shipped_adapter_unless_told_otherwise(fake_shipped
     assert adapter("extract", "x.jsonl", "--adapter", "none") is None
     assert adapter("extract", "x.jsonl", "--adapter", "runs/mine") == "runs/mine"
     assert adapter("extract", "x.jsonl", "--model", "/tiny") is None
-    # it was trained without demonstrations: with --examples the base model answers, unless it is asked for
-    assert adapter("extract", "x.jsonl", "--examples", "demos.jsonl") is None
+    # extraction's adapter answers prompts with demonstrations too (measured better than the base with them); the
+    # others were trained without: with --examples the base model answers, unless the adapter is asked for
+    assert adapter("extract", "x.jsonl", "--examples", "demos.jsonl") == str(fake_shipped)
+    assert adapter("eval", "extract", "--data", "d.jsonl", "--examples", "demos.jsonl") == str(fake_shipped)
+    assert adapter("classify", "x.jsonl", "--examples", "l.jsonl") is None
+    assert adapter("complete", "x.jsonl", "--examples", "l.jsonl") is None
     assert adapter("classify", "x.jsonl", "--examples", "l.jsonl", "--adapter", "default") == str(fake_shipped)
     # a server's adapters are names it serves: no default folder is sent to it
     assert adapter("extract", "x.jsonl", "--backend", "openai") is None
@@ -72,7 +76,9 @@ def test_engine_names_one_shipped_adapter_for_all_its_tasks(fake_shipped):
     assert eng._adapter_name("normalize") is None
     assert Engine(adapter=None).config.adapters == {}
     assert Engine(adapter=None).extract_task.adapter is None
-    assert Engine(examples=ROOT / "examples/demonstrations.jsonl").extract_task.adapter is None  # demonstrations
+    with_demos = Engine(examples=ROOT / "examples/demonstrations.jsonl")
+    assert with_demos.extract_task.adapter == "default"  # extraction keeps its adapter with demonstrations
+    assert with_demos._adapter_name("classify", demonstrations=True) is None  # the others leave them to the base
     own = Engine(adapters={"classify": "runs/cls"})
     assert own._adapter_name("classify") == "classify" and own._adapter_name("extract") == "default"
 
@@ -105,12 +111,11 @@ def _provenance(folder: Path = SHIPPED_ADAPTER) -> dict:
 FOLDERS = shipped.shipped_folders()  # the real ones: committed, so these never skip
 
 
-def test_the_shipped_set_is_the_multi_task_adapter_and_one_each_for_extraction_and_classification():
-    assert [p.name for p in FOLDERS] == ["classify", "extract", "default"]
-    for task in ("extract", "classify"):  # each measured better than the multi-task adapter there
+def test_the_shipped_set_is_the_multi_task_adapter_and_one_each_for_extraction_classification_completion():
+    assert [p.name for p in FOLDERS] == ["classify", "complete", "extract", "default"]
+    for task in ("extract", "classify", "complete"):  # each measured better than the multi-task adapter there
         assert resolve_adapter(None, task) == str(shipped.SHIPPED_ROOT / task)
-    for task in ("complete", "rank"):
-        assert resolve_adapter(None, task) == str(SHIPPED_ADAPTER)
+    assert resolve_adapter(None, "rank") == str(SHIPPED_ADAPTER)
     total = sum(f.stat().st_size for p in FOLDERS for f in p.iterdir())
     assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"
 
