@@ -17,6 +17,10 @@ VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 SHIPPED_ROOT = Path(__file__).parent / "shipped"
 SHIPPED_ADAPTER = SHIPPED_ROOT / "default"
 DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for the shipped adapters
+# tasks whose shipped adapter also answers prompts that carry demonstrations (--examples), measured better there
+# than the base model with the same demonstrations (docs/benchmarks.md). The others were trained without
+# demonstrations and, given some, leave the answer to the base model unless asked (--adapter default).
+WITH_DEMONSTRATIONS = frozenset({"extract"})
 NONE = "none"  # --adapter none: the base model
 
 

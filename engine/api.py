@@ -75,9 +75,10 @@ class Engine:
     # -- tasks from the registry --------------------------------------------------------------------------------
     def _adapter_name(self, task: str, demonstrations: bool = False) -> str | None:
         """The served adapter a task's requests name: its own when one was given, else the shipped one trained on
-        that task when the prompts carry no demonstrations (its training prompts had none; with them the base
-        model answers better, measured), else none (the base model)."""
+        that task when the prompts carry no demonstrations or the task is in ``WITH_DEMONSTRATIONS`` (the others
+        were trained without them), else none (the base model)."""
         adapters = self.config.adapters
+        demonstrations = demonstrations and task not in shipped_adapters.WITH_DEMONSTRATIONS
         if task in adapters and not (demonstrations and shipped_adapters.is_shipped(adapters[task])):
             return task
         if demonstrations:

@@ -64,9 +64,9 @@ def _quiet_libraries() -> None:
 
 def _default_adapter(args) -> None:
     """--adapter left out (or 'default'): the shipped adapter for the task, when the prompts carry no
-    demonstrations (its training prompts had none); 'none': the base model. A server's adapters are names it
+    demonstrations or the task is in WITH_DEMONSTRATIONS; 'none': the base model. A server's adapters are names it
     serves, so the openai backend only takes 'none' from this."""
-    from engine.adapters import NONE, resolve_adapter
+    from engine.adapters import NONE, WITH_DEMONSTRATIONS, resolve_adapter
 
     if args.command in ("serve", "train", "render") or not hasattr(args, "adapter"):
         return
@@ -80,9 +80,9 @@ def _default_adapter(args) -> None:
         task = EVALS[args.task].task
     else:
         task = {"bench": "extract"}.get(args.command, args.command)
-    if args.adapter is None and getattr(args, "examples", None):
-        # the shipped adapter was trained on prompts without demonstrations; with them the base model answers
-        # (measured better), unless asked: --adapter default
+    if args.adapter is None and getattr(args, "examples", None) and task not in WITH_DEMONSTRATIONS:
+        # this task's shipped adapter was trained on prompts without demonstrations; with them the base model
+        # answers, unless asked: --adapter default
         return
     args.adapter = resolve_adapter(args.adapter, task, getattr(args, "model", None))
 
