@@ -101,19 +101,19 @@ def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = No
         usable = False
         for hide in hide_sets:
             known = {k: answer_value(r.gold[k], text) for k in valued if k not in hide}
-            asked = {a.name for a in task.wanted(p.model_copy(update={"attributes": known}))}
+            allowed = task.schema(p.model_copy(update={"attributes": known}))["properties"]  # attribute -> enum
             fill = {}
             for hidden in hide:
                 value = answer_value(r.gold[hidden], text)
-                if hidden not in asked:
+                if hidden not in allowed:
                     report.add("attribute outside the schema (dropped)", f"{p.id}:{hidden}")
-                elif value not in task.schema(p.model_copy(update={"attributes": known}))["properties"][hidden]["enum"]:
+                elif value not in allowed[hidden]["enum"]:
                     report.add("gold value not a span of the text (skipped)", f"{p.id}:{hidden}={value!r}")
                 else:
                     fill[hidden] = value
             if not fill:
                 continue
-            known.update({h: answer_value(r.gold[h], text) for h in hide if h not in fill and h in r.gold})
+            known.update({h: answer_value(r.gold[h], text) for h in hide if h not in fill})  # the rest stay given
             product = p.model_copy(update={"attributes": known})
             answer = json.dumps({a.name: fill.get(a.name) for a in task.wanted(product)}, ensure_ascii=False,
                                 separators=(",", ":"))
