@@ -51,8 +51,7 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # categories 0.00 -> 0.82) and completion (engine/shipped/complete: complete pairs alone, several values hidden
 # at once, r=16, two epochs; hidden recall 0.220 -> 0.318). `make adapters` builds, scores and installs all four.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank")},
-               "extract": {"tasks": ("extract",), "epochs": 2, "rank": 16, "layers": 24,
-                           "recipe": {"open_share": 0.2, "augment_share": 0.0}},
+               "extract": {"tasks": ("extract",), "epochs": 2},
                "classify": {"tasks": ("classify",), "epochs": 1},
                "complete": {"tasks": ("complete",), "epochs": 2, "rank": 16}}
 

@@ -93,7 +93,6 @@ def _train_default(args) -> int:
     member = dict(SHIPPED_SET[args.which])  # which adapter of the shipped set: its tasks and training changes
     tasks = tuple(args.tasks.split(",")) if args.tasks else member.pop("tasks")
     member.pop("tasks", None)
-    recipe_changes = member.pop("recipe", {})  # how this member's pairs differ from the Recipe defaults
     given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
@@ -102,7 +101,7 @@ def _train_default(args) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(args.output or shipped.SHIPPED_ROOT / args.which)
-    recipe = Recipe(**{**recipe_changes, "seed": args.seed, "tasks": tasks})
+    recipe = Recipe(seed=args.seed, tasks=tasks)
     prov = train_default(data, out, cfg, recipe, resume=args.resume, command=" ".join(["facet", *sys.argv[1:]]))
     print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
           f"{prov['train_tokens_per_s']:.0f} tokens/s, best val loss {prov['best_val_loss']})", file=sys.stderr)
