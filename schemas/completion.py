@@ -15,6 +15,8 @@ class Filled(BaseModel):
         description="'stated': the value is in the product text; 'inferred': an allowed value the text does not "
         "spell out; 'none': abstained")
     abstained_value: str | None = Field(default=None, description="the answer withheld for low confidence")
+    confirmed: bool = Field(default=False, description="the cross-check (extraction, asked the same attributes) "
+                            "found the same value; such a value is kept even under min_confidence")
 
 
 class CompletionResult(BaseModel):

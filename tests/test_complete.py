@@ -116,3 +116,61 @@ def test_cli_and_engine_complete(tmp_path, tiny_model_dir, scripted):
     r = eng.complete({"title": "Acme mug, red", "category": "Mugs", "attributes": {"Brand": "Acme"}},
                      {"Mugs": ["Brand", "Color"]})
     assert r.as_dict() == {"Brand": "Acme", "Color": "red"} and r.filled[0].confidence == 1.0
+
+
+def test_cross_check_keeps_a_low_confidence_value_only_when_extraction_finds_it_too(scripted):
+    """The second reading: a value under min_confidence is filled (confirmed) when the extraction adapter, asked
+    the same attributes of the bare product, finds exactly it; a disagreement stays an abstention."""
+    from prompts.tasks.complete import run_complete
+
+    def answer(req, _c):
+        if req.adapter == "extract":  # extraction sees the product without its given values, every attribute asked
+            assert "Known" not in req.prompt[-1]["content"]
+            assert list(req.constraint.schema["properties"]) == ["Brand", "Color", "Material"]
+            return '{"Brand":"Acme","Color":"red","Material":"Steel"}'
+        toks = (('{"Color":"', 0.0), ("red", math.log(0.2)), ('","Material":"', 0.0), ("Ceramic", math.log(0.2)),
+                ('"}', 0.0))
+        return Completion(text='{"Color":"red","Material":"Ceramic"}', finish_reason="stop", logprobs=toks)
+
+    backend = scripted(answer)
+    backend.adapters = {"complete": "c", "extract": "e"}
+    p = Product(id="a", title="Acme mug, red, ceramic or steel", category="Mugs", attributes={"Brand": "Acme"})
+    [res] = run_complete(backend, Complete(SCHEMA, adapter="complete", cross_check="extract"), [p], None)
+    assert [(f.name, f.value, f.confirmed) for f in res.filled] == [("Color", "red", True)]
+    assert [(a.name, a.abstained_value) for a in res.abstained] == [("Material", "Ceramic")]  # extraction: Steel
+    assert res.as_dict() == {"Brand": "Acme", "Color": "red"}
+    # off, or with no extraction adapter served: the completion adapter alone (and a warning says why)
+    [alone] = run_complete(backend, Complete(SCHEMA, adapter="complete"), [p], None)
+    assert alone.filled == []
+    backend.adapters = {"complete": "c"}
+    with pytest.warns(UserWarning, match="no cross-check"):
+        [unchecked] = run_complete(backend, Complete(SCHEMA, adapter="complete", cross_check="extract"), [p], None)
+    assert unchecked.filled == []
+
+
+def test_the_cli_serves_the_extraction_adapter_beside_the_completion_adapter(monkeypatch):
+    """`facet complete` (and `facet eval complete`) load the shipped extraction adapter for the cross-check, unless
+    --cross-check none, --adapter none or a merged adapter."""
+    import engine.config
+    from engine.cli import _default_adapter, build_parser
+    from engine.cli.options import _BACKENDS, backend_for
+
+    loaded = []
+    monkeypatch.setattr(engine.config, "load_backend", lambda cfg: loaded.append(cfg.adapters) or object())
+
+    def served(*argv):
+        _BACKENDS.clear()
+        args = build_parser().parse_args(list(argv))
+        _default_adapter(args)
+        args.batch_size = 16  # the CLI sets it by backend before loading one
+        backend_for(args, "complete")
+        return loaded[-1]
+
+    from engine.adapters import resolve_adapter
+
+    both = served("complete", "x.jsonl", "--attributes", "a.json")
+    assert both == {"extract": resolve_adapter(None, "extract"), "complete": resolve_adapter(None, "complete")}
+    assert set(served("eval", "complete", "--data", "v.jsonl")) == {"extract", "complete"}
+    assert set(served("complete", "x.jsonl", "--cross-check", "none")) == {"complete"}
+    assert served("complete", "x.jsonl", "--adapter", "none") == {}
+    assert served("complete", "x.jsonl", "--backend", "openai", "--adapter", "complete") == {"complete": "complete"}

@@ -110,12 +110,21 @@ _BACKENDS: dict = {}  # one backend per configuration and process (a Ray worker 
 
 
 def backend_for(args, task: str = "extract"):
-    """The backend the options ask for; --adapter is served under the task's name."""
+    """The backend the options ask for; --adapter is served under the task's name, beside the adapters the task's
+    requests also name (``TaskDef.adapters``: complete's cross-check reads with the extraction adapter)."""
     from engine.config import EngineConfig
+    from prompts.tasks.base import get
 
+    adapters = {}
+    if args.adapter:  # the task's own, and the local ones its requests also name (not beside a merged adapter)
+        td = get(task)
+        local = getattr(args, "backend", "transformers") != "openai"  # a server's adapters are its own names
+        if td.adapters and local and not getattr(args, "merge_adapter", False):
+            adapters.update(td.adapters(task_options(args, td), args.model))
+        adapters[task] = args.adapter
     config = EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,
-        dtype=args.dtype, device=getattr(args, "device", "auto"), adapters={task: args.adapter} if args.adapter else {},
+        dtype=args.dtype, device=getattr(args, "device", "auto"), adapters=adapters,
         backend=getattr(args, "backend", "transformers"), base_url=getattr(args, "base_url", None)
         or "http://127.0.0.1:8000/v1", concurrency=getattr(args, "concurrency", None) or 8,
         api_key=os.environ.get("FACET_API_KEY"), merge_adapter=getattr(args, "merge_adapter", False),

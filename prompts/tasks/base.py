@@ -85,6 +85,8 @@ class TaskDef:
     item: Callable[[Any, Any, int], Any] = product_item
     prepare: Callable[[Any, list, Setup], tuple[Any, list]] | None = None
     reads: str = "product"  # "product": records validated as products first; "record": the raw dict
+    # other adapters its requests name, served beside its own: (options, model) -> {name: folder}
+    adapters: Callable[[Any, str | None], dict[str, str]] | None = None
     description: str = ""
     epilog: str = ""
     batch: str = "chunk"  # "chunk": run gets chunks of 2 x batch size; "batch": of batch size (scored tasks)
