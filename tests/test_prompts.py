@@ -123,3 +123,33 @@ def test_attributes_first_example_layout_says_the_same_as_extract_with_the_share
         first, second = a[-1]["content"], ours.messages(products[1])[-1]["content"]
         shared = first[: next(i for i, (x, y) in enumerate(zip(first, second, strict=True)) if x != y)]
         assert "Category: Coffee" in shared and "Attributes: Brand, Roast" in shared and "Title" in shared
+
+
+def test_a_second_open_reading_fills_only_what_the_listed_answer_left_null():
+    """--also-open: the open prompt's value is taken for a listed attribute the listed answer left null; values the
+    list found stay, and names the list does not have are not added."""
+    from engine.types import Completion
+    from prompts.tasks.extract import run_extract
+
+    class Scripted:
+        def __init__(self):
+            self.prompts = []
+
+        def generate(self, requests):
+            out = []
+            for r in requests:
+                listed = "properties" in r.constraint.schema
+                self.prompts.append("listed" if listed else "open")
+                text = ('{"Brand":"Acme","Color":null,"Size":null}' if listed else
+                        '{"Brand":"Acme Co","Color":"red","Pattern":"striped"}')
+                out.append(Completion(text=text, finish_reason="stop"))
+            return out
+
+    schema = AttributeSchema.from_mapping({"Mugs": ["Brand", "Color", "Size"]})
+    p = Product(id="a", title="Acme Co mug, red, striped", category="Mugs")
+    backend = Scripted()
+    [r] = run_extract(backend, Extract(attribute_schema=schema, also_open=True), [p], None)
+    assert backend.prompts == ["listed", "open"]
+    assert r.as_dict() == {"Brand": "Acme", "Color": "red"} and r.missing == ["Size"]
+    [plain] = run_extract(Scripted(), Extract(attribute_schema=schema), [p], None)
+    assert plain.as_dict() == {"Brand": "Acme"}

@@ -62,6 +62,7 @@ class Extract:
     max_input_chars: int = 2000
     max_new_tokens: int | None = None
     adapter: str | None = None
+    also_open: bool = False  # with a list: also ask the open prompt, and take what it finds for attributes left null
 
     # -- inputs -----------------------------------------------------------------------------
     def attributes_for(self, product: Product) -> tuple[AttributeSpec, ...] | None:
@@ -165,6 +166,9 @@ class ExtractOptions:
                         "text)")
     max_input_chars: int = option(Extract.max_input_chars, "truncate title+description beyond this")
     max_new_tokens: int | None = option(None, "answer budget (default: by attribute count)", type=int)
+    also_open: bool = option(False, "with an attribute list: also read each product with the open prompt and take "
+                             "its value for a listed attribute the list's answer left null (a second reading: "
+                             "measured +0.019 micro-F1, +0.040 macro-F1 on OA-Mine, for twice the time)")
     # the normalization step after extraction (--spec): see prompts/tasks/normalize.py
     spec: object = option(None, "also normalize the values found by these rules (JSON spec or WDC-PAVE "
                           "descriptions.csv): each record gets `normalized`", metavar="FILE")
@@ -183,7 +187,7 @@ def build_extract(opts: ExtractOptions, setup: Setup) -> Extract:
         setup.warn(warning)
     return Extract(template=opts.template, attribute_schema=schema, examples=examples, shots=opts.shots,
                    grounded=not opts.free, max_input_chars=opts.max_input_chars, max_new_tokens=opts.max_new_tokens,
-                   adapter=setup.adapter_name)
+                   adapter=setup.adapter_name, also_open=opts.also_open)
 
 
 def normalize_step(opts: ExtractOptions, setup: Setup):
@@ -214,9 +218,30 @@ def run_extract(backend, task: Extract, items: list, stats, normalize=None) -> l
     from prompts.tasks.normalize import normalize_found
 
     results = run_task(backend, task, items, stats=stats)
+    if task.also_open and task.attribute_schema is not None:
+        results = with_open_reading(backend, task, items, results, stats)
     if normalize is None:
         return results
     return list(normalize_found(backend, normalize, items, results, len(items) or 1, stats))
+
+
+def with_open_reading(backend, task: Extract, products: list, results: list, stats) -> list:
+    """``results`` (answers to the listed prompt) with each attribute they left null filled from the open prompt's
+    answer for the same product, when it names that attribute (exactly) and found a value."""
+    from dataclasses import replace
+
+    from engine.runner import run_task
+
+    opened = run_task(backend, replace(task, attribute_schema=None, also_open=False), products, stats=stats)
+    out = []
+    for r, o in zip(results, opened, strict=True):
+        if r.ok and o.ok and r.missing:
+            extra = [a for a in o.attributes if a.name in set(r.missing)]
+            taken = {a.name for a in extra}
+            r = r.model_copy(update={"attributes": [*r.attributes, *extra],
+                                     "missing": [n for n in r.missing if n not in taken]})
+        out.append(r)
+    return out
 
 
 def render_extract(task: Extract, product: Product) -> Rendered:
