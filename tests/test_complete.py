@@ -135,7 +135,10 @@ def test_cross_check_keeps_a_low_confidence_value_only_when_extraction_finds_it_
     backend = scripted(answer)
     backend.adapters = {"complete": "c", "extract": "e"}
     p = Product(id="a", title="Acme mug, red, ceramic or steel", category="Mugs", attributes={"Brand": "Acme"})
-    [res] = run_complete(backend, Complete(SCHEMA, adapter="complete", cross_check="extract"), [p], None)
+    full = Product(id="f", title="Acme mug", category="Mugs", attributes={"Brand": "A", "Color": "r", "Material": "Steel"})
+    res, err = run_complete(backend, Complete(SCHEMA, adapter="complete", cross_check="extract"), [p, full], None)
+    assert isinstance(err, ErrorRecord)  # nothing to complete: not read again by extraction
+    assert [r.adapter for call in backend.calls for r in call].count("extract") == 1
     assert [(f.name, f.value, f.confirmed) for f in res.filled] == [("Color", "red", True)]
     assert [(a.name, a.abstained_value) for a in res.abstained] == [("Material", "Ceramic")]  # extraction: Steel
     assert res.as_dict() == {"Brand": "Acme", "Color": "red"}

@@ -196,8 +196,8 @@ def cross_check_adapters(opts: CompleteOptions, model: str | None) -> dict[str, 
     the default model; none otherwise, and the cross-check is then skipped)."""
     from engine.adapters import resolve_adapter
 
-    path = resolve_adapter(None, "extract", model) if opts.cross_check == "extract" else None
-    return {"extract": str(path)} if path else {}
+    path = resolve_adapter(None, opts.cross_check, model) if opts.cross_check != "none" else None
+    return {opts.cross_check: str(path)} if path else {}  # served under the name the requests carry
 
 
 def build_complete(opts: CompleteOptions, setup: Setup) -> Complete:
@@ -210,7 +210,7 @@ def build_complete(opts: CompleteOptions, setup: Setup) -> Complete:
     return Complete(attribute_schema=schema, examples=as_pool(opts.examples), shots=opts.shots,
                     min_confidence=opts.min_confidence, template=opts.template, max_input_chars=opts.max_input_chars,
                     adapter=setup.adapter_name,  # the cross-check goes with the shipped adapters, not the base model
-                    cross_check="extract" if setup.adapter_name and opts.cross_check == "extract" else None)
+                    cross_check=opts.cross_check if setup.adapter_name and opts.cross_check != "none" else None)
 
 
 def render_complete(task: Complete, product: Product) -> Rendered:
@@ -231,8 +231,10 @@ def run_complete(backend, task: Complete, items: list, stats, state=None) -> lis
                       "base model, another model, or a merged adapter); values under min_confidence abstain",
                       stacklevel=2)
         return results
-    found = second_reading(backend, task, items, stats)
-    return [cross_checked(r, f) if r.ok else r for r, f in zip(results, found, strict=True)]
+    ok = [i for i, r in enumerate(results) if r.ok]  # error records (nothing to complete) are not read again
+    for i, found in zip(ok, second_reading(backend, task, [items[i] for i in ok], stats), strict=True):
+        results[i] = cross_checked(results[i], found)
+    return results
 
 
 TASK = TaskDef(

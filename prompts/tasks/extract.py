@@ -236,7 +236,8 @@ def with_open_reading(backend, task: Extract, products: list, results: list, sta
     out = []
     for r, o in zip(results, opened, strict=True):
         if r.ok and o.ok and r.missing:
-            extra = [a for a in o.attributes if a.name in set(r.missing)]
+            missing = set(r.missing)
+            extra = [a for a in o.attributes if a.name in missing]
             taken = {a.name for a in extra}
             r = r.model_copy(update={"attributes": [*r.attributes, *extra],
                                      "missing": [n for n in r.missing if n not in taken]})
