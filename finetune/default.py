@@ -50,7 +50,11 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # (engine/shipped/classify: classify pairs alone; PriceRunner on Shopify paths 0.505 -> 0.770, OA-Mine's
 # categories 0.00 -> 0.82) and completion (engine/shipped/complete: complete pairs alone, several values hidden
 # at once, r=16, two epochs; hidden recall 0.220 -> 0.318). `make adapters` builds, scores and installs all four.
-SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank")},
+# A member's "recipe" holds how its pairs differ from the Recipe defaults (the multi-task adapter was trained before
+# the classification recipe grew), so that `facet train default --which NAME` rebuilds what ships.
+SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
+                           "recipe": {"complete_several": False, "classify_titles": 300, "classify_balanced": False,
+                                      "classify_oa_titles": 0, "classify_synthetic": 0}},
                "extract": {"tasks": ("extract",), "epochs": 2},
                "classify": {"tasks": ("classify",), "epochs": 1},
                "complete": {"tasks": ("complete",), "epochs": 2, "rank": 16}}
@@ -66,12 +70,26 @@ class Recipe:
     complete_several: bool = True  # + one pair per title hiding half its values at once (finetune.data.complete_pairs)
     classify_titles: int = 400  # PriceRunner titles, the same number of each of its 10 categories (each gives one
     classify_holdout: int = 200  # prompt per taxonomy level); the eval sample (and its clusters) left out
+    classify_balanced: bool = True  # False: a plain seeded sample of the PriceRunner titles (the first recipe)
     classify_oa_titles: int = 400  # OA-Mine train titles with their category on Shopify paths, balanced likewise
     classify_synthetic: int = 400  # titles made from Shopify leaves (every branch of the taxonomy seen)
     rank_queries: int = 600
     val_share: float = 0.04  # of each task's pairs, for the validation loss
     seed: int = 0
     tasks: tuple[str, ...] = ("extract", "complete", "classify", "rank")
+
+
+# the Recipe fields each task's pairs depend on (beside seed and val_share, which all do)
+RECIPE_FIELDS = {"extract": ("open_share", "augment_share"), "complete": ("complete_titles", "complete_several"),
+                 "classify": ("classify_titles", "classify_holdout", "classify_balanced", "classify_oa_titles",
+                              "classify_synthetic"),
+                 "rank": ("rank_queries",)}
+
+
+def member_recipe(name: str, seed: int = 0, tasks: tuple[str, ...] | None = None) -> Recipe:
+    """The Recipe of one member of SHIPPED_SET (``tasks`` narrows it, as ``--tasks`` does)."""
+    member = SHIPPED_SET[name]
+    return Recipe(**{**member.get("recipe", {}), "seed": seed, "tasks": tuple(tasks or member["tasks"])})
 
 
 @dataclass
@@ -140,7 +158,8 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         taxonomy = Taxonomy.load(data / "shopify-taxonomy/categories.txt")
         rows = map_class_labels(read_classification_gold(data / "pricerunner/dev.csv"), PRICERUNNER_SHOPIFY)
         _sample, rest = split_by_group(rows, recipe.classify_holdout, 0)
-        labelled = balanced(rest, recipe.classify_titles, recipe.seed)
+        labelled = (balanced(rest, recipe.classify_titles, recipe.seed) if recipe.classify_balanced else
+                    random.Random(recipe.seed).sample(rest, min(recipe.classify_titles, len(rest))))
         if recipe.classify_oa_titles:
             oa = [r for f in SOURCES["extract"] for r in read_classification_gold(data / f)]
             labelled += balanced(map_class_labels(oa, OA_MINE_SHOPIFY), recipe.classify_oa_titles, recipe.seed)

@@ -152,6 +152,21 @@ def test_shipped_adapter_records_where_it_came_from(folder):
     assert set(prov["tasks"]) <= set(prov.get("metrics", {}))  # scored on held-out data for each of its tasks
 
 
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_facet_train_default_which_rebuilds_what_ships(folder):
+    """The recipe and training settings `facet train default --which NAME` uses are the ones the shipped file
+    records: a change to SHIPPED_SET without retraining (or a retrained file without its entry) fails here."""
+    from finetune.default import RECIPE_FIELDS, SHIPPED_SET, SHIPPED_TRAINING, member_recipe
+
+    prov, member = _provenance(folder), SHIPPED_SET[folder.name]
+    recipe = member_recipe(folder.name).__dict__
+    fields = ["seed", "val_share", *(f for t in member["tasks"] for f in RECIPE_FIELDS[t])]
+    assert {f: prov["recipe"][f] for f in fields} == {f: recipe[f] for f in fields}
+    assert prov["tasks"] == list(member["tasks"])
+    training = {**SHIPPED_TRAINING, **{k: v for k, v in member.items() if k not in ("tasks", "recipe")}}
+    assert {k: prov["config"][k] for k in training} == training
+
+
 @pytest.mark.slow
 def test_shipped_adapter_loads_in_peft_and_answers_the_readme_example(default_model_dir):
     from engine.api import Engine

@@ -83,16 +83,15 @@ def _train_default(args) -> int:
     import torch
 
     from engine import adapters as shipped
-    from finetune.default import SHIPPED_SET, SHIPPED_TRAINING, Recipe, train_default
+    from finetune.default import SHIPPED_SET, SHIPPED_TRAINING, member_recipe, train_default
     from finetune.train import TrainConfig
 
     data = Path(args.data)
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
-    member = dict(SHIPPED_SET[args.which])  # which adapter of the shipped set: its tasks and training changes
-    tasks = tuple(args.tasks.split(",")) if args.tasks else member.pop("tasks")
-    member.pop("tasks", None)
+    # which adapter of the shipped set: its training changes (its tasks and pairs are in member_recipe)
+    member = {k: v for k, v in SHIPPED_SET[args.which].items() if k not in ("tasks", "recipe")}
     given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
@@ -101,7 +100,7 @@ def _train_default(args) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(args.output or shipped.SHIPPED_ROOT / args.which)
-    recipe = Recipe(seed=args.seed, tasks=tasks)
+    recipe = member_recipe(args.which, args.seed, tuple(args.tasks.split(",")) if args.tasks else None)
     prov = train_default(data, out, cfg, recipe, resume=args.resume, command=" ".join(["facet", *sys.argv[1:]]))
     print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
           f"{prov['train_tokens_per_s']:.0f} tokens/s, best val loss {prov['best_val_loss']})", file=sys.stderr)
