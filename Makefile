@@ -47,9 +47,9 @@ demo: setup
 	    --events examples/events.jsonl
 	@$(BIN)/python examples/show.py out/attributes.jsonl out/categories.jsonl out/normalized.jsonl out/ranked.jsonl
 
-# the shipped set (finetune/default.py: SHIPPED_SET): the multi-task adapter, then the extraction adapter, each
-# scored on held-out data, the figures recorded in its provenance, copied into the package (training ~2 h 15 min
-# on 2 CPU cores, the evals ~45 min more; each step resumable)
+# the shipped set (finetune/default.py: SHIPPED_SET): the multi-task adapter, then the extraction, classification
+# and completion adapters, each scored on held-out data, the figures recorded in its provenance, copied into the
+# package (training ~4 h 15 min on 2 CPU cores: 61 + 83 + 65 + 45 min; the evals ~1 h more; each step resumable)
 # $(call install,ADAPTER,RUNS,NAME): copy the eval figures under RUNS into ADAPTER's provenance, then install it
 # as engine/shipped/NAME
 define install
