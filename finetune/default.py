@@ -48,8 +48,9 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # ranking, and one adapter per task where the multi-task one measurably lost: extraction (engine/shipped/extract:
 # the recipe's extract pairs alone, two epochs; OA-Mine micro-F1 0.517 -> 0.575), classification
 # (engine/shipped/classify: classify pairs alone, 800 PriceRunner titles; PriceRunner on Shopify paths 0.505 ->
-# 0.840, OA-Mine's categories 0.00 -> 0.910) and completion (engine/shipped/complete: complete pairs alone, several values hidden
-# at once, r=16, two epochs; hidden recall 0.220 -> 0.318). `make adapters` builds, scores and installs all four.
+# 0.840, OA-Mine's categories 0.00 -> 0.910) and completion (engine/shipped/complete: complete pairs alone, several
+# values hidden at once, r=16, two epochs; hidden recall 0.220 -> 0.318). `make adapters` builds, scores and
+# installs all four.
 # A member's "recipe" holds how its pairs differ from the Recipe defaults (the multi-task adapter was trained before
 # the classification recipe grew), so that `facet train default --which NAME` rebuilds what ships.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
@@ -84,6 +85,11 @@ RECIPE_FIELDS = {"extract": ("open_share", "augment_share"), "complete": ("compl
                  "classify": ("classify_titles", "classify_holdout", "classify_balanced", "classify_oa_titles",
                               "classify_synthetic"),
                  "rank": ("rank_queries",)}
+
+
+def member_training(name: str) -> dict:
+    """The TrainConfig fields of one member of SHIPPED_SET: SHIPPED_TRAINING with the member's changes."""
+    return {**SHIPPED_TRAINING, **{k: v for k, v in SHIPPED_SET[name].items() if k not in ("tasks", "recipe")}}
 
 
 def member_recipe(name: str, seed: int = 0, tasks: tuple[str, ...] | None = None) -> Recipe:

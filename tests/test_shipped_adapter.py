@@ -156,14 +156,14 @@ def test_shipped_adapter_records_where_it_came_from(folder):
 def test_facet_train_default_which_rebuilds_what_ships(folder):
     """The recipe and training settings `facet train default --which NAME` uses are the ones the shipped file
     records: a change to SHIPPED_SET without retraining (or a retrained file without its entry) fails here."""
-    from finetune.default import RECIPE_FIELDS, SHIPPED_SET, SHIPPED_TRAINING, member_recipe
+    from finetune.default import RECIPE_FIELDS, SHIPPED_SET, member_recipe, member_training
 
     prov, member = _provenance(folder), SHIPPED_SET[folder.name]
     recipe = member_recipe(folder.name).__dict__
     fields = ["seed", "val_share", *(f for t in member["tasks"] for f in RECIPE_FIELDS[t])]
     assert {f: prov["recipe"][f] for f in fields} == {f: recipe[f] for f in fields}
     assert prov["tasks"] == list(member["tasks"])
-    training = {**SHIPPED_TRAINING, **{k: v for k, v in member.items() if k not in ("tasks", "recipe")}}
+    training = member_training(folder.name)
     assert {k: prov["config"][k] for k in training} == training
 
 

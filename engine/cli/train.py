@@ -83,19 +83,17 @@ def _train_default(args) -> int:
     import torch
 
     from engine import adapters as shipped
-    from finetune.default import SHIPPED_SET, SHIPPED_TRAINING, member_recipe, train_default
+    from finetune.default import member_recipe, member_training, train_default
     from finetune.train import TrainConfig
 
     data = Path(args.data)
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
-    # which adapter of the shipped set: its training changes (its tasks and pairs are in member_recipe)
-    member = {k: v for k, v in SHIPPED_SET[args.which].items() if k not in ("tasks", "recipe")}
     given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
-                      patience=args.patience, **{**SHIPPED_TRAINING, **member,
+                      patience=args.patience, **{**member_training(args.which),  # the shipped member's settings
                                                  **{k: v for k, v in given.items() if v is not None}})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
