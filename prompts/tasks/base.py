@@ -25,6 +25,17 @@ def option(default: Any, help: str, *, flag: str | None = None, type: Callable |
                                             "choices": tuple(choices) if choices else None, "cli": cli})
 
 
+def template_option(default: str) -> Any:
+    """The ``template`` option every task has: its built-in template's name by default."""
+    return option(default, "built-in template name or a path to your own .j2")
+
+
+def attribute_examples_option() -> Any:
+    """The ``examples`` option of the tasks that answer with attribute values (extract, complete)."""
+    return option(None, "few-shot pool: records with title, category and 'output' (or OA-Mine target_scores)",
+                  metavar="JSONL")
+
+
 def cli_options(options: type) -> list[tuple[str, Any, dict]]:
     """(flag, default, metadata) for each CLI-visible field of an options dataclass."""
     out = []

@@ -18,7 +18,7 @@ from engine.runner import RunStats, can_score, score_options, softmax
 from engine.types import Choice, Completion, Request
 from prompts.examples import Example, ExamplePool
 from prompts.render import render_messages
-from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option
+from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option, template_option
 from schemas import ErrorRecord, Product
 from schemas.taxonomy import SEP, ClassificationResult, Taxonomy
 
@@ -151,7 +151,7 @@ class ClassifyOptions:
     examples: object = option(None, "labelled demonstrations: JSONL {title, category} or PriceRunner-style CSV",
                               metavar="FILE")
     shots: int = option(Classify.shots, "demonstrations per product")
-    template: str = option(Classify.template, "built-in template name or a path to your own .j2")
+    template: str = template_option(Classify.template)
     top_k: int = option(Classify.top_k, "alternatives to return with their probabilities")
     review_below: float = option(Classify.review_below, "flag needs_review when the path's probability is below "
                                  "this")

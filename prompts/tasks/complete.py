@@ -29,7 +29,9 @@ from prompts.tasks.base import (
     TaskDef,
     as_pool,
     as_schema,
+    attribute_examples_option,
     option,
+    template_option,
     trained_schema,
 )
 from prompts.tasks.extract import clip_product
@@ -178,10 +180,9 @@ def value_confidence(completion: Completion, name: str, value: str | None) -> fl
 class CompleteOptions:
     attributes: object = option(None, "JSON category -> the attributes each category should have (e.g. "
                                 "examples/attributes.json); default: those the adapter was trained on", metavar="FILE")
-    examples: object = option(None, "few-shot pool: records with title, category and 'output' (or OA-Mine "
-                              "target_scores)", metavar="JSONL")
+    examples: object = attribute_examples_option()
     shots: int = option(Complete.shots, "demonstrations per product")
-    template: str = option(Complete.template, "built-in template name or path to your own .j2")
+    template: str = template_option(Complete.template)
     min_confidence: float = option(Complete.min_confidence, "abstain (null, reported) when a value's probability "
                                    "is below this")
     max_input_chars: int = option(Complete.max_input_chars, "truncate title+description beyond this")

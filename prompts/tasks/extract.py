@@ -17,7 +17,9 @@ from prompts.tasks.base import (
     TaskDef,
     as_pool,
     as_schema,
+    attribute_examples_option,
     option,
+    template_option,
     trained_schema,
 )
 from schemas import AttributeSchema, AttributeSpec, AttributeValue, ExtractionResult, Product
@@ -158,10 +160,9 @@ class Extract:
 class ExtractOptions:
     attributes: object = option(None, "JSON category -> attribute list to ask for (schema-guided). Without it: open "
                                 "extraction (the adapter's trained list when it has one)", metavar="FILE")
-    examples: object = option(None, "few-shot pool: records with title, category and 'output' (or OA-Mine "
-                              "target_scores)", metavar="JSONL")
+    examples: object = attribute_examples_option()
     shots: int = option(Extract.shots, "demonstrations per product, chosen by similarity")
-    template: str = option(Extract.template, "built-in template name or path to your own .j2")
+    template: str = template_option(Extract.template)
     free: bool = option(False, "let values be any string (default: values are constrained to spans of the product "
                         "text)")
     max_input_chars: int = option(Extract.max_input_chars, "truncate title+description beyond this")

@@ -32,7 +32,7 @@ from engine.errors import ParseError, json_object_answer
 from engine.runner import RunStats, can_score, run_task, score_options, softmax
 from engine.types import Choice, Completion, JsonSchema, Request
 from prompts.render import render_messages
-from prompts.tasks.base import Rendered, Setup, TaskDef, option
+from prompts.tasks.base import Rendered, Setup, TaskDef, option, template_option
 from prompts.tasks.extract import clip_product
 from schemas import ErrorRecord, Product
 from schemas.ranking import RankedAttribute, RankingResult, RankRequest
@@ -313,7 +313,7 @@ class RankOptions:
     examples: object = option(None, "demonstrations: records as above plus \"answer\": the attribute that matters "
                               "most", metavar="FILE")
     shots: int = option(Rank.shots, "demonstrations per product")
-    template: str = option(Rank.template, "built-in template name or a path to your own .j2")
+    template: str = template_option(Rank.template)
     max_input_chars: int = option(Rank.max_input_chars, "truncate title+description beyond this")
     reasons: str = option(Rank.reasons, "'evidence': what the search named, the model's weight, the behaviour share; "
                           "'model': a reason written by the model (slower, and a small model's are often wrong)",
