@@ -29,8 +29,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=DEFAULT_MODEL,
                    help="'smollm2-135m' (embedded default), a local HF folder, or a .gguf file")
     m.add_argument("--adapter", metavar="PATH", help="LoRA adapter folder trained with `facet train`; default: the "
-                   "adapters facet ships (extract, classify, complete, rank; with --examples only extraction's, the "
-                   "others were trained without demonstrations; 'default' forces them); 'none': the base model")
+                   "adapters facet ships (extract, classify, complete, rank; not with --examples: they were trained "
+                   "without demonstrations and the base model reads them better; 'default' forces them); 'none': the "
+                   "base model")
     m.add_argument("--grammar", choices=["llguidance", "xgrammar"], default=None,
                    help="grammar engine for constrained decoding (default: llguidance for transformers, xgrammar for "
                    "vllm, each the faster there; an openai server uses its own)")
