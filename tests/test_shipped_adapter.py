@@ -168,6 +168,18 @@ def test_facet_train_default_which_rebuilds_what_ships(folder):
     assert {k: prov["config"][k] for k in training} == training
 
 
+def test_every_recipe_field_is_tied_to_the_tasks_whose_pairs_it_changes():
+    """RECIPE_FIELDS says which Recipe fields each task's pairs depend on (the rebuild test above compares only
+    those): a new Recipe field left out of it would go unchecked, so it fails here until it is placed."""
+    from dataclasses import fields
+
+    from finetune.default import RECIPE_FIELDS, Recipe
+
+    placed = {f for names in RECIPE_FIELDS.values() for f in names}
+    assert set(RECIPE_FIELDS) == set(Recipe().tasks)
+    assert {f.name for f in fields(Recipe)} - {"seed", "val_share", "tasks"} == placed
+
+
 @pytest.mark.slow
 def test_shipped_adapter_loads_in_peft_and_answers_the_readme_example(default_model_dir):
     from engine.api import Engine
