@@ -49,9 +49,10 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # ranking, and one adapter per task where the multi-task one measurably lost: extraction (engine/shipped/extract:
 # the recipe's extract pairs alone, r=16 on all 30 layers, one epoch; OA-Mine micro-F1 0.517 -> 0.634; r=32 on the
 # top 10 for two epochs, shipped before it, 0.575), classification
-# (engine/shipped/classify: classify pairs alone, 800 PriceRunner titles; PriceRunner on Shopify paths 0.505 ->
-# 0.840, OA-Mine's categories 0.00 -> 0.910) and completion (engine/shipped/complete: complete pairs alone, several
-# values hidden at once, r=16, two epochs; hidden recall 0.220 -> 0.318). `make adapters` builds, scores and
+# (engine/shipped/classify: classify pairs alone, 800 PriceRunner titles, r=8 on all 30 layers, r=8 keeping the
+# set under 25 MiB; PriceRunner on Shopify paths 0.505 -> 0.885; r=32 on the top 10, shipped before it, 0.840) and
+# completion (engine/shipped/complete: complete pairs alone, several values hidden at once, r=16, two epochs;
+# hidden recall 0.220 -> 0.318). `make adapters` builds, scores and
 # installs all four.
 # A member's "recipe" holds how its pairs differ from the Recipe defaults (the multi-task adapter was trained before
 # the classification recipe grew), so that `facet train default --which NAME` rebuilds what ships.
