@@ -41,7 +41,8 @@ class Classify:
     max_scored_choices: int = 64  # beyond this a level is decoded under a choice constraint instead
     # divide choice probabilities by those for a content-free input (Zhao et al. 2021). Off by default:
     # on 30 PriceRunner titles it did not help zero-shot (0.23 -> 0.23) and hurt 3-shot (0.90 -> 0.67); with the
-    # shipped classification adapter, 200 titles: 0.840 -> 0.260 (docs/benchmarks.md)
+    # classification adapter shipped before the all-layer one (r=32, top 10 layers), 200 titles: 0.840 -> 0.260
+    # (docs/benchmarks.md; not re-measured with the all-layer adapter)
     calibrate: bool = False
     max_input_chars: int = 1000
     adapter: str | None = None
@@ -157,7 +158,7 @@ class ClassifyOptions:
     review_below: float = option(Classify.review_below, "flag needs_review when the path's probability is below "
                                  "this")
     calibrate: bool = option(Classify.calibrate, "contextual calibration against a content-free input (off: it hurt "
-                             "few-shot accuracy here, and the shipped adapter's: PriceRunner 0.840 -> 0.260)")
+                             "few-shot accuracy here, and the earlier shipped adapter's: PriceRunner 0.840 -> 0.260)")
     max_input_chars: int = option(Classify.max_input_chars, "truncate title+description beyond this")
 
 
