@@ -42,18 +42,18 @@ FORBIDDEN = ("oa-mine/validation.jsonl", "wands/", "wdc-pave/")  # never read by
 # how the shipped adapter is trained (TrainConfig fields; the options of `facet train default` override them):
 # r=32 LoRA on the top 10 of 30 layers (the backward pass stops at layer 20), one epoch at 5e-4, records up to 640
 # tokens (the longest pair is ~400). On this 2-core CPU all 30 layers train at about the same tokens/s (213 against
-# 216-246 for the top 10, docs/benchmarks.md), so the extraction adapter, retrained last, has them all.
+# 216-246 for the top 10, docs/benchmarks.md), so the extraction and classification adapters, retrained since, have
+# them all.
 SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len": 640}
 
 # the shipped set, decided by measurement (docs/benchmarks.md): the multi-task adapter (engine/shipped/default) for
 # ranking, and one adapter per task where the multi-task one measurably lost: extraction (engine/shipped/extract:
 # the recipe's extract pairs alone, r=16 on all 30 layers, one epoch; OA-Mine micro-F1 0.517 -> 0.634; r=32 on the
-# top 10 for two epochs, shipped before it, 0.575), classification
-# (engine/shipped/classify: classify pairs alone, 800 PriceRunner titles, r=8 on all 30 layers, r=8 keeping the
-# set under 25 MiB; PriceRunner on Shopify paths 0.505 -> 0.885; r=32 on the top 10, shipped before it, 0.840) and
-# completion (engine/shipped/complete: complete pairs alone, several values hidden at once, r=16, two epochs;
-# hidden recall 0.220 -> 0.318). `make adapters` builds, scores and
-# installs all four.
+# top 10 for two epochs, shipped before it, 0.575), classification (engine/shipped/classify: classify pairs alone,
+# 800 PriceRunner titles, r=8 on all 30 layers, r=8 keeping the set under 25 MiB; PriceRunner on Shopify paths
+# 0.505 -> 0.885; r=32 on the top 10, shipped before it, 0.840) and completion (engine/shipped/complete: complete
+# pairs alone, several values hidden at once, r=16, two epochs; hidden recall 0.220 -> 0.318). `make adapters`
+# builds, scores and installs all four.
 # A member's "recipe" holds how its pairs differ from the Recipe defaults (the multi-task adapter was trained before
 # the classification recipe grew), so that `facet train default --which NAME` rebuilds what ships.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
