@@ -121,6 +121,16 @@ def test_the_shipped_set_is_the_multi_task_adapter_and_one_each_for_extraction_c
     assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"
 
 
+def test_every_shipped_file_is_package_data():
+    """A wheel (`pip install .`, not only an editable install) carries every shipped adapter's files."""
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["engine"]
+    engine = ROOT / "engine"
+    files = [f.relative_to(engine) for p in FOLDERS for f in p.iterdir()]
+    assert files and all(any(f.match(g) for g in globs) for f in files), [str(f) for f in files]
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
 def test_shipped_adapter_is_present_small_half_precision_and_servable(folder):
     from safetensors import safe_open
