@@ -59,15 +59,11 @@ define install
 endef
 
 adapters: setup
-	HF_HUB_OFFLINE=1 $(BIN)/facet train default --data $(DATA) -o $(SHIPPED)/adapter --threads 2 --resume
-	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/oa-mine/validation.jsonl --adapter $(SHIPPED)/adapter -o $(SHIPPED)/extract
-	HF_HUB_OFFLINE=1 $(BIN)/facet eval classify --data $(DATA)/pricerunner/dev.csv --limit 200 --seed 0 \
-	    --label-map pricerunner-shopify --adapter $(SHIPPED)/adapter -o $(SHIPPED)/classify
-	HF_HUB_OFFLINE=1 $(BIN)/facet eval complete --data $(DATA)/oa-mine/validation.jsonl --adapter $(SHIPPED)/adapter -o $(SHIPPED)/complete
-	HF_HUB_OFFLINE=1 $(BIN)/facet eval rank --data $(DATA)/wands/query.csv --adapter $(SHIPPED)/adapter -o $(SHIPPED)/rank
-	HF_HUB_OFFLINE=1 $(BIN)/facet eval query --adapter $(SHIPPED)/adapter -o $(SHIPPED)/query
-	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/wdc-pave/train.jsonl --adapter $(SHIPPED)/adapter -o $(SHIPPED)/wdc
-	$(call install,$(SHIPPED)/adapter,$(SHIPPED),default)
+	HF_HUB_OFFLINE=1 $(BIN)/facet train default --which rank --data $(DATA) -o $(SHIPPED)/rank-adapter --threads 2 --resume
+	HF_HUB_OFFLINE=1 $(BIN)/facet eval rank --data $(DATA)/wands/query.csv --adapter $(SHIPPED)/rank-adapter \
+	    -o $(SHIPPED)/rank-only/rank
+	HF_HUB_OFFLINE=1 $(BIN)/facet eval query --adapter $(SHIPPED)/rank-adapter -o $(SHIPPED)/rank-only/query
+	$(call install,$(SHIPPED)/rank-adapter,$(SHIPPED)/rank-only,rank)
 	HF_HUB_OFFLINE=1 $(BIN)/facet train default --which extract --data $(DATA) -o $(SHIPPED)/extract-adapter --threads 2 \
 	    --resume
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval extract --data $(DATA)/oa-mine/validation.jsonl --adapter $(SHIPPED)/extract-adapter \

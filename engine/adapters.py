@@ -10,10 +10,11 @@ from engine.errors import EngineError
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-# the adapters facet ships (package data; rebuilt by `facet train default`): engine/shipped/default is the
-# multi-task one; engine/shipped/<task> (when present) is a single-task adapter that measured better for that task
-# and is used for it instead. Every task uses them unless told otherwise (--adapter none / Engine(adapter=None)
-# for the base model, --adapter PATH to replace them).
+# the adapters facet ships (package data; rebuilt by `make adapters` / `facet train default --which NAME`):
+# engine/shipped/<task> is a single-task adapter, used for that task. engine/shipped/default, when present, is a
+# multi-task one used for the tasks no single-task adapter covers; facet ships none now (each single-task adapter
+# measured better on its task, docs/benchmarks.md). Every task uses them unless told otherwise (--adapter none /
+# Engine(adapter=None) for the base model, --adapter PATH to replace them).
 SHIPPED_ROOT = Path(__file__).parent / "shipped"
 SHIPPED_ADAPTER = SHIPPED_ROOT / "default"
 DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for the shipped adapters

@@ -243,8 +243,8 @@ class Engine:
 
 
 def _served_name(path: str) -> str:
-    """The name a shipped adapter is served under: ``default`` for the multi-task one, else its folder's name."""
-    return DEFAULT if Path(path).name == DEFAULT else Path(path).name
+    """The name a shipped adapter is served under: its folder's name (``default`` for a multi-task one)."""
+    return Path(path).name
 
 
 def _normalize_values(spec: Any, *, drop_unknown: bool = True, **options: Any) -> dict:

@@ -112,11 +112,11 @@ def _provenance(folder: Path = SHIPPED_ADAPTER) -> dict:
 FOLDERS = shipped.shipped_folders()  # the real ones: committed, so these never skip
 
 
-def test_the_shipped_set_is_the_multi_task_adapter_and_one_each_for_extraction_classification_completion():
-    assert [p.name for p in FOLDERS] == ["classify", "complete", "extract", "default"]
-    for task in ("extract", "classify", "complete"):  # each measured better than the multi-task adapter there
+def test_the_shipped_set_is_one_adapter_each_for_extraction_classification_completion_ranking():
+    assert [p.name for p in FOLDERS] == ["classify", "complete", "extract", "rank"]
+    for task in ("extract", "classify", "complete", "rank"):  # each measured better than the multi-task adapter
         assert resolve_adapter(None, task) == str(shipped.SHIPPED_ROOT / task)
-    assert resolve_adapter(None, "rank") == str(SHIPPED_ADAPTER)
+    assert not SHIPPED_ADAPTER.exists() and resolve_adapter(None, "normalize") is None
     total = sum(f.stat().st_size for p in FOLDERS for f in p.iterdir())
     assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"
 
@@ -232,8 +232,16 @@ def test_the_recipe_trains_on_no_row_that_is_measured():
 def test_train_default_refuses_a_folder_without_the_data(tmp_path, capsys):
     from engine.cli import main
 
-    assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    assert main(["train", "default", "--which", "rank", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
     assert "pass --data DIR" in capsys.readouterr().err
+
+
+def test_train_default_asks_which_adapter_to_rebuild(tmp_path, capsys):
+    from engine.cli import main
+
+    assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "needs --which NAME" in err and "rank: rank" in err and "make adapters" in err
 
 
 def test_engine_builds_a_task_once_for_repeated_calls(fake_shipped, scripted, monkeypatch):

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
 SCHEMA = {"type": "object", "properties": {"brand": {"type": ["string", "null"], "maxLength": 20},
                                            "size": {"enum": ["S", "M", "L", "XL"]}},
           "required": ["brand", "size"], "additionalProperties": False}
-# every committed adapter, named as `facet serve` would not clash with: shipped-default, shipped-extract, ...
+# every committed adapter, named as `facet serve` would not clash with: shipped-extract, shipped-rank, ...
 SHIPPED = {f"shipped-{p.name}": str(p) for p in shipped_folders()}
 PROMPT = [{"role": "user", "content": "Product: Nike Dri-FIT running tee, men's size M. Give brand and size as JSON."}]
 
@@ -108,7 +108,7 @@ def test_adapter_answers_match_transformers(engine, hf):
 
 def test_every_shipped_adapter_is_served():
     assert {Path(p).name for p in SHIPPED.values()} == {p.name for p in shipped_folders()}
-    assert {"shipped-default", "shipped-extract", "shipped-classify"} <= set(SHIPPED)
+    assert {"shipped-extract", "shipped-classify", "shipped-complete", "shipped-rank"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", [n for n, p in SHIPPED.items() if "extract" in shipped_tasks(p)])
@@ -164,8 +164,8 @@ def test_the_shipped_classification_adapter_scores_in_vllm_as_in_peft(engine, hf
     for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=0.05 + 0.01 * abs(w))
     assert got[:4] != pytest.approx(got[4:], abs=0.5)  # the adapter changed the scores
-    if Path(SHIPPED[name]) == shipped_adapter_for("classify"):  # the one classification runs with (the multi-task
-        assert max(range(4), key=got.__getitem__) == 1  # one does not): the TV goes under Electronics
+    if Path(SHIPPED[name]) == shipped_adapter_for("classify"):  # the one classification runs with:
+        assert max(range(4), key=got.__getitem__) == 1  # the TV goes under Electronics
 
 
 def test_extraction_is_the_same_as_with_transformers(engine, hf):

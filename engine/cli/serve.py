@@ -87,7 +87,7 @@ def cmd_serve(args) -> int:
     elif args.adapter:
         adapters = _named_adapters(args.adapter)
     elif (folders := shipped.shipped_folders()) and args.model == DEFAULT_MODEL:
-        # the shipped adapters under their folder names ("default": the multi-task one); one alone serves every
+        # the shipped adapters under their folder names (extract, classify, ...); one alone serves every
         # task merged into the weights, several are served as LoRA beside the base model
         adapters = {p.name: str(p) for p in folders}
         merge = len(folders) == 1 and not args.no_merge

@@ -15,13 +15,11 @@ def add_train_command(sub) -> None:
     from finetune.train import TRAINABLE
 
     p.add_argument("task", choices=["default", *TRAINABLE],
-                   help="'default' rebuilds the adapter facet ships (all tasks, one adapter) from --data")
+                   help="'default' rebuilds one of the adapters facet ships (--which) from --data")
     p.add_argument("--data", default="../shared/data", metavar="DIR",
                    help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
-    p.add_argument("--which", choices=list(SHIPPED_SET), default="default",
-                   help="default: which adapter of the shipped set to rebuild: 'default' (multi-task) or one task's "
-                   "own (" + "; ".join(f"{k}: {', '.join(v['tasks'])}" for k, v in SHIPPED_SET.items()
-                                      if k != "default") + "; used for that task instead)")
+    p.add_argument("--which", choices=list(SHIPPED_SET), default=None,
+                   help="default (required): which adapter of the shipped set to rebuild: " + _members(SHIPPED_SET))
     p.add_argument("--tasks", metavar="LIST", help="default: train only these tasks (comma-separated)")
     p.add_argument("--layers", type=int, default=None, metavar="N",
                    help="LoRA on the top N decoder layers only (faster: the backward pass stops below them)")
@@ -36,12 +34,12 @@ def add_train_command(sub) -> None:
     p.add_argument("--max-records", type=int, default=None, help="classify: train on a seeded sample of this many; "
                    "rank from a taxonomy: synthetic queries to make (default 2000)")
     p.add_argument("--val", help="validation JSONL (for early stopping)")
-    p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': the shipped adapter "
+    p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': engine/shipped/WHICH "
                    "inside the package)")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3; default: 1)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4; default: 5e-4)")
-    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16; default: 32 on the top 10 layers)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3; default: the member's, finetune/default.py)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4; default: the member's)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16; default: the member's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -66,6 +64,12 @@ def add_train_command(sub) -> None:
     p.set_defaults(func=cmd_train, attributes=None, examples=None)
 
 
+def _members(shipped_set: dict) -> str:
+    single = "; ".join(f"{k}: {', '.join(v['tasks'])}" for k, v in shipped_set.items() if k != "default")
+    return (f"one task's own ({single}), what ships; or 'default', the multi-task adapter (measured against them, "
+            f"not shipped). `make adapters` rebuilds, scores and installs the shipped ones")
+
+
 def cmd_train(args) -> int:
     from finetune.train import TrainConfig, train_from_args
 
@@ -79,12 +83,15 @@ def cmd_train(args) -> int:
 
 
 def _train_default(args) -> int:
-    """The shipped multi-task adapter, rebuilt from a data folder (see finetune/default.py)."""
+    """One adapter of the shipped set, rebuilt from a data folder (see finetune/default.py)."""
     import torch
 
     from engine import adapters as shipped
-    from finetune.default import member_recipe, member_training, train_default
+    from finetune.default import SHIPPED_SET, member_recipe, member_training, train_default
     from finetune.train import TrainConfig
+
+    if args.which is None:
+        raise ValueError(f"facet train default needs --which NAME: {_members(SHIPPED_SET)}")
 
     data = Path(args.data)
     if not (data / "oa-mine" / "train.jsonl").is_file():
