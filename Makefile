@@ -4,7 +4,7 @@
 #               and rank the attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
-#   make adapters  rebuild the shipped adapters from $(DATA) (multi-task, extraction, classification, completion: ~3.8 h of
+#   make adapters  rebuild the shipped adapters from $(DATA) (ranking, extraction, classification, completion: ~2.9 h of
 #               training on 2 CPU cores; resumable: run it again after a kill), score each on held-out data,
 #               record the scores in its provenance, then install it under engine/shipped/
 PY      ?= python3
@@ -47,9 +47,9 @@ demo: setup
 	    --events examples/events.jsonl
 	@$(BIN)/python examples/show.py out/attributes.jsonl out/categories.jsonl out/normalized.jsonl out/ranked.jsonl
 
-# the shipped set (finetune/default.py: SHIPPED_SET): the multi-task adapter, then the extraction, classification
-# and completion adapters, each scored on held-out data, the figures recorded in its provenance, copied into the
-# package (training ~3 h 46 min on 2 CPU cores: 61 + 42 + 78 + 45 min; the evals ~1 h more; each step resumable)
+# the shipped set (finetune/default.py: SHIPPED_SET): the ranking, extraction, classification and completion
+# adapters, each scored on held-out data, the figures recorded in its provenance, copied into the package (training
+# ~2 h 55 min on 2 CPU cores: ~10 + 42 + 78 + 45 min; the evals ~45 min more; each step resumable)
 # $(call install,ADAPTER,RUNS,NAME): copy the eval figures under RUNS into ADAPTER's provenance, then install it
 # as engine/shipped/NAME
 define install
