@@ -37,7 +37,8 @@ def add_train_command(sub) -> None:
     p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': engine/shipped/WHICH "
                    "inside the package)")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--epochs", type=float, default=None, help="passes over the data (default 3; default: the member's, finetune/default.py)")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="passes over the data (default 3; default: the member's, finetune/default.py)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4; default: the member's)")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16; default: the member's)")
     p.add_argument("--batch-size", type=int, default=8)
