@@ -54,7 +54,7 @@ class Engine:
             # merged into the weights only one adapter can be served: extraction's (the others then use the base)
             for task in ("extract",) if config.get("merge_adapter") else ("extract", "classify", "complete", "rank"):
                 if task not in adapters and (path := resolve_adapter(DEFAULT, task, model)):
-                    adapters.setdefault(_served_name(path), path)  # each shipped adapter served once
+                    adapters.setdefault(Path(path).name, path)  # each shipped adapter served once, by folder name
         elif not shipped and adapter is not None:
             path = resolve_adapter(adapter, "extract")
             if path is not None:
@@ -240,11 +240,6 @@ class Engine:
         """
         return self.run("rank", products, query=query, user=user, segment=segment, behaviour=behaviour,
                         examples=examples, shots=shots, reasons=reasons)
-
-
-def _served_name(path: str) -> str:
-    """The name a shipped adapter is served under: its folder's name (``default`` for a multi-task one)."""
-    return Path(path).name
 
 
 def _normalize_values(spec: Any, *, drop_unknown: bool = True, **options: Any) -> dict:
