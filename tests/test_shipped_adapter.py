@@ -131,6 +131,30 @@ def test_every_shipped_file_is_package_data():
     assert files and all(any(f.match(g) for g in globs) for f in files), [str(f) for f in files]
 
 
+@pytest.mark.slow
+def test_the_wheel_carries_every_module_template_and_shipped_adapter(tmp_path):
+    """`pip install .` (not the editable install) gives a working `facet`: a wheel once lacked engine/cli and
+    eval/data (the searches `facet eval query` scores)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    # built from a copy: setuptools' build/ folder keeps what an earlier build put there, hiding a missing package
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "runs", "build", "out", "adapters", "*.egg-info",
+                                                             "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("facet-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {f.relative_to(ROOT).as_posix() for top in ("engine", "prompts", "schemas", "finetune", "eval")
+              for f in (ROOT / top).rglob("*") if f.is_file() and f.suffix in (".py", ".j2", ".json", ".jsonl", ".safetensors")
+              and "__pycache__" not in f.parts}
+    assert "engine/cli/__init__.py" in wanted and any(n.startswith("engine/shipped/") for n in wanted)
+    assert wanted - names == set()
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
 def test_shipped_adapter_is_present_small_half_precision_and_servable(folder):
     from safetensors import safe_open
