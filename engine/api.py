@@ -52,7 +52,7 @@ class Engine:
         # the shipped adapters, for the default model served here (a backend object given brings its own adapters)
         if shipped and backend is None and config.get("backend") != "openai" and str(model) == DEFAULT_MODEL:
             # merged into the weights only one adapter can be served: extraction's (the others then use the base)
-            for task in ("extract",) if config.get("merge_adapter") else ("extract", "classify", "complete", "rank"):
+            for task in ("extract",) if config.get("merge_adapter") else shipped_tasks():
                 if task not in adapters and (path := resolve_adapter(DEFAULT, task, model)):
                     adapters.setdefault(Path(path).name, path)  # each shipped adapter served once, by folder name
         elif not shipped and adapter is not None:

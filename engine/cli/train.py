@@ -66,7 +66,8 @@ def add_train_command(sub) -> None:
 
 
 def _members(shipped_set: dict) -> str:
-    single = "; ".join(f"{k}: {', '.join(v['tasks'])}" for k, v in shipped_set.items() if k != "default")
+    single = ", ".join(k if tuple(v["tasks"]) == (k,) else f"{k} ({', '.join(v['tasks'])})"
+                       for k, v in shipped_set.items() if k != "default")
     return (f"one task's own ({single}), what ships; or 'default', the multi-task adapter (measured against them, "
             f"not shipped). `make adapters` rebuilds, scores and installs the shipped ones")
 
