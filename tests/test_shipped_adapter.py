@@ -265,7 +265,7 @@ def test_train_default_asks_which_adapter_to_rebuild(tmp_path, capsys):
 
     assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "needs --which NAME" in err and "rank: rank" in err and "make adapters" in err
+    assert "needs --which NAME" in err and "(extract, classify, complete, rank)" in err and "make adapters" in err
 
 
 def test_engine_builds_a_task_once_for_repeated_calls(fake_shipped, scripted, monkeypatch):
