@@ -49,7 +49,7 @@ demo: setup
 
 # the shipped set (finetune/default.py: SHIPPED_SET): the ranking, extraction, classification and completion
 # adapters, each scored on held-out data, the figures recorded in its provenance, copied into the package (training
-# ~2 h 55 min on 2 CPU cores: ~10 + 42 + 78 + 45 min; the evals ~45 min more; each step resumable)
+# ~3 h 35 min on 2 CPU cores: ~10 + 79 + 78 + 45 min; the evals ~45 min more; each step resumable)
 # $(call install,ADAPTER,RUNS,NAME): copy the eval figures under RUNS into ADAPTER's provenance, then install it
 # as engine/shipped/NAME
 define install
