@@ -21,9 +21,9 @@ DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for t
 # tasks whose shipped adapter also answers prompts that carry demonstrations (--examples), where it measured better
 # than the base model with the same demonstrations (docs/benchmarks.md). None now: every shipped adapter was trained
 # without demonstrations, and given some they leave the answer to the base model unless asked (--adapter default).
-# Extraction was here until its adapter was retrained on all layers: with 3 demonstrations that adapter is below the
-# base model out of its domain (WDC-PAVE 0.360 against 0.413) and below itself without them in its domain (OA-Mine,
-# first 100 titles: 0.619 against 0.680), so a user's demonstrations now go to the base model.
+# Extraction was here until its adapter was retrained on all layers: with 3 demonstrations the shipped adapter (two
+# epochs) is below the base model out of its domain (WDC-PAVE 0.319 against 0.413) and below itself without them in
+# its domain (OA-Mine, first 100 titles: 0.651 against 0.741), so a user's demonstrations go to the base model.
 WITH_DEMONSTRATIONS: frozenset[str] = frozenset()
 NONE = "none"  # --adapter none: the base model
 
