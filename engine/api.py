@@ -53,8 +53,8 @@ class Engine:
         if shipped and backend is None and config.get("backend") != "openai" and str(model) == DEFAULT_MODEL:
             # merged into the weights only one adapter can be served: extraction's (the others then use the base)
             for task in ("extract",) if config.get("merge_adapter") else shipped_tasks():
-                if task not in adapters and (path := resolve_adapter(DEFAULT, task, model)):
-                    adapters.setdefault(Path(path).name, path)  # each shipped adapter served once, by folder name
+                if task not in adapters and (path := shipped_adapters.shipped_adapter_for(task)):
+                    adapters.setdefault(path.name, str(path))  # each shipped adapter served once, by folder name
         elif not shipped and adapter is not None:
             path = resolve_adapter(adapter, "extract")
             if path is not None:

@@ -140,6 +140,8 @@ def test_the_wheel_carries_every_module_template_and_shipped_adapter(tmp_path):
     import sys
     import zipfile
 
+    import tomllib
+
     # built from a copy: setuptools' build/ folder keeps what an earlier build put there, hiding a missing package
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "runs", "build", "out", "adapters", "*.egg-info",
@@ -148,9 +150,11 @@ def test_the_wheel_carries_every_module_template_and_shipped_adapter(tmp_path):
                     "-w", str(tmp_path)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("facet-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    wanted = {f.relative_to(ROOT).as_posix() for top in ("engine", "prompts", "schemas", "finetune", "eval")
-              for f in (ROOT / top).rglob("*") if f.is_file() and f.suffix in (".py", ".j2", ".json", ".jsonl", ".safetensors")
-              and "__pycache__" not in f.parts}
+    tops = [g.rstrip("*") for g in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+            ["packages"]["find"]["include"]]
+    suffixes = (".py", ".j2", ".json", ".jsonl", ".safetensors")
+    wanted = {f.relative_to(ROOT).as_posix() for top in tops for f in (ROOT / top).rglob("*")
+              if f.is_file() and f.suffix in suffixes and "__pycache__" not in f.parts}
     assert "engine/cli/__init__.py" in wanted and any(n.startswith("engine/shipped/") for n in wanted)
     assert wanted - names == set()
 
