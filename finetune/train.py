@@ -50,6 +50,10 @@ class TrainConfig(BaseModel):
     bf16: bool = False  # bf16 autocast: measured >5x SLOWER than fp32 on this 2-core CPU (see README); use on GPUs
     device: str = "auto"  # 'auto': a CUDA GPU when visible, else the CPU
     batching: Literal["length", "random", "pack"] = "length"  # how records form a step (epoch_plan)
+    # the learning rate over the steps (lr_factor): "linear", one warm-up and a linear decay to 0 over the whole run;
+    # "restart", the same warm-up and decay within every epoch (warm restarts), so that epoch 1 of a longer run is
+    # exactly a one-epoch run and a one-epoch checkpoint can be resumed into a second epoch
+    schedule: Literal["linear", "restart"] = "linear"
 
     def lora_alpha(self) -> int:
         return self.alpha or 2 * self.rank
@@ -67,6 +71,18 @@ def lora_config(cfg: TrainConfig, n_layers: int | None = None):
         extra = {"layers_to_transform": list(range(n_layers - cfg.layers, n_layers)), "layers_pattern": "layers"}
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha(), lora_dropout=cfg.dropout,
                       target_modules=list(TARGET_MODULES), bias="none", task_type="CAUSAL_LM", **extra)
+
+
+def lr_factor(step: int, total: int, warmup: float, per_epoch: int, schedule: str = "linear") -> float:
+    """The learning rate at optimizer step ``step`` (0-based) as a share of the peak: a linear warm-up over the
+    first ``warmup`` share of the steps, then a linear decay to 0, over the whole run (``linear``) or within each
+    epoch of ``per_epoch`` steps (``restart``)."""
+    if schedule == "restart":
+        step, total = step % per_epoch, min(per_epoch, total - step // per_epoch * per_epoch)
+    warm = max(1, int(warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / max(1, total - warm))
 
 
 def epoch_plan(lengths: list[int], size: int, rng: random.Random | None, batching: str = "length") -> list[list[int]]:
@@ -187,10 +203,8 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total = cfg.max_steps or math.ceil(steps_per_epoch * cfg.epochs)
-    warm = max(1, int(cfg.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)) if s >= warm
-        else (s + 1) / warm)
+        opt, lambda s: lr_factor(s, total, cfg.warmup, steps_per_epoch, cfg.schedule))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     lengths = [len(d["input_ids"]) for d in train_data]
@@ -400,7 +414,7 @@ def train_from_args(args: TrainJob, _cfg_cls=TrainConfig) -> int:
     from finetune.data import encode
     from prompts.render import template_hash
 
-    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers}
+    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "schedule": args.schedule}
     cfg = TrainConfig(task=args.task, model=args.model, **{k: v for k, v in given.items() if v is not None},
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
                       bf16=args.bf16, device=args.device,
@@ -468,6 +482,7 @@ class TrainJob:
     bf16: bool = False
     device: str = "auto"
     batching: str = "length"
+    schedule: str | None = None
     augment: int = 0
     max_len: int | None = None
     resume: bool = False

@@ -102,6 +102,37 @@ def test_training_resumes_after_an_interruption(tmp_path, tiny_tokenizer, monkey
         assert (a[k] - b[k]).abs().max() < 1e-5, k
 
 
+def test_restart_schedule_warms_up_and_decays_within_every_epoch():
+    from finetune.train import lr_factor
+
+    linear = [lr_factor(s, 20, 0.1, 10) for s in range(20)]
+    restart = [lr_factor(s, 20, 0.1, 10, "restart") for s in range(20)]
+    assert linear[:2] == [0.5, 1.0] and linear[-1] < 0.1 and linear[10] > 0.5  # one decay over both epochs
+    assert restart[:10] == [lr_factor(s, 10, 0.1, 10) for s in range(10)]  # epoch 1 = a one-epoch run
+    assert restart[10:] == restart[:10]  # epoch 2 starts again
+    assert [lr_factor(s, 15, 0.1, 10, "restart") for s in range(10, 15)][-1] > 0  # a last, shorter epoch decays too
+
+
+def test_a_one_epoch_restart_run_resumed_for_a_second_epoch_is_the_two_epoch_run(tmp_path, tiny_tokenizer):
+    from safetensors.torch import load_file
+
+    from tests.conftest import make_model
+
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    data = encoded(tok, gold_rows())
+    two = cfg(max_steps=None, epochs=2, schedule="restart", patience=5)
+    train(make_model(tok), tok, data, data[:4], two, tmp_path / "straight", progress=False)
+    train(make_model(tok), tok, data, data[:4], cfg(max_steps=None, epochs=1, schedule="restart"), tmp_path / "more",
+          progress=False)
+    prov = train(make_model(tok), tok, data, data[:4], two, tmp_path / "more", resume=True, progress=False)
+    assert prov["epochs_run"] == 2
+    a = load_file(str(tmp_path / "straight/adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "more/adapter_model.safetensors"))
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
 def test_train_and_inference_prompts_are_identical_and_answer_fits_the_grammar(tiny_backend, tiny_tokenizer):
     import llguidance
     import llguidance.hf

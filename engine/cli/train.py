@@ -41,6 +41,10 @@ def add_train_command(sub) -> None:
                    help="passes over the data (default 3; default: the member's, finetune/default.py)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4; default: the member's)")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16; default: the member's)")
+    p.add_argument("--schedule", choices=("linear", "restart"), default=None,
+                   help="learning rate: 'linear' (default) warms up, then decays to 0 over the whole run; 'restart' "
+                   "does that within every epoch, so a finished run can be --resume'd with more --epochs "
+                   "(default: the member's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -99,7 +103,8 @@ def _train_default(args) -> int:
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
-    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len}
+    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len,
+             "schedule": args.schedule}
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
                       patience=args.patience, **{**member_training(args.which),  # the shipped member's settings
