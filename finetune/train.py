@@ -219,7 +219,15 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
             epoch_plan(lengths, cfg.batch_size, rng, cfg.batching)
         state.setdefault("epoch_step", 0)
         state.setdefault("train_tokens", 0)
+        was, was_total = state.get("schedule"), state.get("total")
+        if was and was != cfg.schedule:
+            raise ValueError(f"{ckpt} was trained with --schedule {was}; resume it with the same schedule")
+        if cfg.schedule == "linear" and was_total and was_total != total:
+            print(f"facet: warning: the linear schedule was {was_total} steps long and is now {total}, so the learning "
+                  "rate jumps where the run resumes (to add epochs to a finished run, train it with --schedule "
+                  "restart)", file=sys.stderr)
         print(f"facet: resumed at step {state['step']} (epoch {state['epoch']})", file=sys.stderr)
+    state["schedule"], state["total"] = cfg.schedule, total
     bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not progress, file=sys.stderr)
     tokens, t0 = 0, time.perf_counter()
     t_ck = t0

@@ -127,6 +127,9 @@ def test_a_one_epoch_restart_run_resumed_for_a_second_epoch_is_the_two_epoch_run
           progress=False)
     prov = train(make_model(tok), tok, data, data[:4], two, tmp_path / "more", resume=True, progress=False)
     assert prov["epochs_run"] == 2
+    with pytest.raises(ValueError, match="--schedule restart; resume it with the same"):
+        train(make_model(tok), tok, data, data[:4], cfg(max_steps=None, epochs=3), tmp_path / "more", resume=True,
+              progress=False)
     a = load_file(str(tmp_path / "straight/adapter_model.safetensors"))
     b = load_file(str(tmp_path / "more/adapter_model.safetensors"))
     for k in a:
