@@ -52,10 +52,11 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # alone, r=16 on all 30 layers, two epochs, 79 min; OA-Mine micro-F1 0.517 -> 0.705; the same for one epoch, shipped
 # before it, 0.634; r=32 on the top 10 for two epochs 0.575), classification (engine/shipped/classify: classify
 # pairs alone, 800 PriceRunner titles, r=8 on all 30 layers, r=8 keeping the set under 25 MiB; PriceRunner on
-# Shopify paths 0.505 -> 0.885; r=32 on the top 10, shipped before it, 0.840; a second epoch, 0.860), completion (engine/shipped/complete:
-# complete pairs alone, several values hidden at once, r=16, two epochs; hidden recall 0.220 -> 0.318) and ranking (engine/shipped/rank: the 576 rank
-# pairs alone, r=8 on all 30 layers, one epoch, ~10 min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches
-# 0.782 -> 0.795). `make adapters` builds, scores and installs all four.
+# Shopify paths 0.505 -> 0.885; r=32 on the top 10, shipped before it, 0.840; a second epoch, 0.860), completion
+# (engine/shipped/complete: complete pairs alone, several values hidden at once, r=16, two epochs; hidden recall
+# 0.220 -> 0.318) and ranking (engine/shipped/rank: the 576 rank pairs alone, r=8 on all 30 layers, one epoch, ~10
+# min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches 0.782 -> 0.795). `make adapters` builds, scores and
+# installs all four.
 # A member's "recipe" holds how its pairs differ from the Recipe defaults (the multi-task adapter was trained before
 # the classification recipe grew), so that `facet train default --which NAME` rebuilds what ships.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
