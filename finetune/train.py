@@ -414,6 +414,16 @@ def _split(rows: list, cfg: TrainConfig, val_path=None, reader=None) -> tuple[li
     return rows[k:], rows[:k]
 
 
+# the training settings `facet train` takes as options whose None means "not given": the default then (TrainConfig's,
+# or for `facet train default` the shipped member's)
+GIVEN_SETTINGS = ("rank", "lr", "epochs", "layers", "schedule")
+
+
+def given_settings(args, names: tuple[str, ...] = GIVEN_SETTINGS) -> dict:
+    """The settings among ``names`` that ``args`` gives (not None), as TrainConfig fields."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def train_from_args(args: TrainJob, _cfg_cls=TrainConfig) -> int:
     import torch
 
@@ -422,8 +432,7 @@ def train_from_args(args: TrainJob, _cfg_cls=TrainConfig) -> int:
     from finetune.data import encode
     from prompts.render import template_hash
 
-    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "schedule": args.schedule}
-    cfg = TrainConfig(task=args.task, model=args.model, **{k: v for k, v in given.items() if v is not None},
+    cfg = TrainConfig(task=args.task, model=args.model, **given_settings(args),
                       batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, threads=args.threads,
                       bf16=args.bf16, device=args.device,
                       batching=args.batching,

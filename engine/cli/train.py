@@ -94,7 +94,7 @@ def _train_default(args) -> int:
 
     from engine import adapters as shipped
     from finetune.default import SHIPPED_SET, member_recipe, member_training, train_default
-    from finetune.train import TrainConfig
+    from finetune.train import GIVEN_SETTINGS, TrainConfig, given_settings
 
     if args.which is None:
         raise ValueError(f"facet train default needs --which NAME: {_members(SHIPPED_SET)}")
@@ -103,12 +103,10 @@ def _train_default(args) -> int:
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
-    given = {"rank": args.rank, "lr": args.lr, "epochs": args.epochs, "layers": args.layers, "max_len": args.max_len,
-             "schedule": args.schedule}
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
                       patience=args.patience, **{**member_training(args.which),  # the shipped member's settings
-                                                 **{k: v for k, v in given.items() if v is not None}})
+                                                 **given_settings(args, (*GIVEN_SETTINGS, "max_len"))})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(args.output or shipped.SHIPPED_ROOT / args.which)
