@@ -154,6 +154,21 @@ def _collate(chunk: list[dict], pad_id: int, device="cpu", pack: bool = False, p
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
+def answer_loss(model, batch: dict):
+    """The mean cross-entropy of the answer tokens (labels other than -100), what ``model(**batch).loss`` gives, with
+    the LM head applied only at the positions that predict an answer token in some row of the step: the prompt's
+    positions need no logits, and the head (49,152 x 576 for SmolLM2) is a fifth of the model's multiply work per
+    token, forward and backward (docs/benchmarks.md: training speed)."""
+    import torch
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    target = batch["labels"][:, 1:]  # position p predicts token p + 1
+    keep = (target != -100).any(dim=0).nonzero().squeeze(-1)
+    logits = model(**inputs, logits_to_keep=keep).logits
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target[:, keep].flatten(),
+                                             ignore_index=-100)
+
+
 def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: bool = False) -> float:
     import torch
 
@@ -165,7 +180,7 @@ def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: b
             b = _collate([data[i] for i in step], pad_id, device)
             n = int((b["labels"][:, 1:] != -100).sum())
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                total += float(model(**b).loss) * n
+                total += float(answer_loss(model, b)) * n
             count += n
     model.train()
     return total / max(1, count)
@@ -238,7 +253,7 @@ def train(model, tokenizer, train_data: list[dict], val_data: list[dict], cfg: T
                 continue  # resumed mid-epoch: these batches were already trained on
             b = _collate([train_data[j] for j in step], pad_id, device, pack=cfg.batching == "pack")
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = model(**b).loss
+                loss = answer_loss(model, b)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

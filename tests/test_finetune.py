@@ -70,6 +70,36 @@ def test_training_lowers_loss_keeps_base_and_writes_a_servable_adapter(tmp_path,
     assert p["task"] == "extract" and p["steps"] == 12 and p["base_hidden_size"] == 16 and prov["history"]
 
 
+@pytest.mark.parametrize("pack", [False, True])
+def test_answer_loss_is_the_full_loss_and_gradient_with_logits_at_answer_positions_only(tiny_tokenizer, pack):
+    import torch
+    from peft import get_peft_model
+
+    from finetune.train import _collate, answer_loss, lora_config
+    from tests.conftest import make_model
+
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    rows = gold_rows(4)
+    rows[1] = type(rows[1])(Product(id="long", title="Acme mug with a much longer title than the rest Red"),
+                            rows[1].gold)  # rows of different lengths: answers at different positions
+    batch = _collate(encoded(tok, rows), tok.pad_token_id, pack=pack)
+    model = get_peft_model(make_model(tok), lora_config(TrainConfig(rank=8, dropout=0.0), 2))
+    for p in model.parameters():  # LoRA B starts at zero: give the adapter some effect
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    full = model(**batch).loss
+    g_full = torch.autograd.grad(full, params)
+    mine = answer_loss(model, batch)
+    g_mine = torch.autograd.grad(mine, params)
+    assert torch.allclose(mine, full, atol=1e-5), (mine, full)
+    for a, b in zip(g_mine, g_full, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    kept = (batch["labels"][:, 1:] != -100).any(dim=0).sum()
+    assert 0 < kept < batch["labels"].shape[1] // 2  # the head ran on the answer positions only
+
+
 def test_training_resumes_after_an_interruption(tmp_path, tiny_tokenizer, monkeypatch):
     from safetensors.torch import load_file
 

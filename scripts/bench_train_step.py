@@ -1,0 +1,74 @@
+"""Training speed, side by side: the LM head at every position (``model(**batch).loss``, what facet trained with
+until the twelfth session) against the head at the answer positions only (``finetune.train.answer_loss``), on the
+real pairs and LoRA of one member of the shipped set (docs/benchmarks.md, "Training speed").
+
+    python scripts/bench_train_step.py classify --steps 12 --threads 2
+
+The same steps (the member's first length-grouped steps) alternate between the two, forward + backward each, no
+optimizer step (the weights stay as they are, so both see the same model); it prints tokens/s (record tokens, no
+padding) for each, their ratio and the largest difference between the two losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    from finetune.default import SHIPPED_SET
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=[n for n in SHIPPED_SET if n != "default"])
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+    from peft import get_peft_model
+
+    from engine.models import load_model, load_tokenizer, resolve_model
+    from finetune.data import encode
+    from finetune.default import build, member_recipe, member_training
+    from finetune.train import TrainConfig, _collate, answer_loss, epoch_plan, lora_config
+
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(**{k: v for k, v in member_training(args.which).items() if k in TrainConfig.model_fields})
+    folder = resolve_model(cfg.model)
+    tok = load_tokenizer(folder)
+    tok.padding_side = "right"
+    built = build(Path(args.data), member_recipe(args.which))
+    data = [e for pairs in built.pairs.values() for e in (encode(tok, m, a, cfg.max_len) for m, a in pairs) if e]
+    model = load_model(folder, "float32")
+    model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
+    model.train()
+    plan = epoch_plan([len(d["input_ids"]) for d in data], cfg.batch_size, random.Random(cfg.seed))[: args.steps]
+
+    def full(b):
+        return model(**b).loss
+
+    seconds, tokens, diff = {"full": 0.0, "answer": 0.0}, 0, 0.0
+    for i, step in enumerate(plan):
+        batch = _collate([data[j] for j in step], tok.pad_token_id)
+        tokens += sum(len(data[j]["input_ids"]) for j in step)
+        losses = {}
+        for name, fn in (("full", full), ("answer", lambda b: answer_loss(model, b)))[:: 1 if i % 2 else -1]:
+            t = time.perf_counter()
+            loss = fn(batch)
+            loss.backward()
+            seconds[name] += time.perf_counter() - t
+            model.zero_grad(set_to_none=True)
+            losses[name] = float(loss.detach())
+        diff = max(diff, abs(losses["full"] - losses["answer"]))
+    full_s, answer_s = tokens / seconds["full"], tokens / seconds["answer"]
+    print(f"{args.which}: {len(plan)} steps of {cfg.batch_size}, {tokens} record tokens, {args.threads} threads\n"
+          f"  LM head at every position: {full_s:.0f} tokens/s\n"
+          f"  LM head at answer positions only: {answer_s:.0f} tokens/s\n"
+          f"  ratio {answer_s / full_s:.2f}x; largest loss difference {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
