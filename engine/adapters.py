@@ -26,6 +26,10 @@ DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for t
 # its domain (OA-Mine, first 100 titles: 0.651 against 0.741), so a user's demonstrations go to the base model.
 WITH_DEMONSTRATIONS: frozenset[str] = frozenset()
 NONE = "none"  # --adapter none: the base model
+# tasks with no shipped adapter of their own that run with another task's, asked with the prompt it was trained on:
+# completion reads each product with the extraction adapter (prompts/tasks/complete.py), which measured better than
+# the adapter trained on completion prompts that facet shipped before (docs/benchmarks.md)
+SHIPPED_FOR = {"complete": "extract"}
 
 
 def shipped_folders() -> list[Path]:
@@ -37,8 +41,9 @@ def shipped_folders() -> list[Path]:
 
 
 def shipped_adapter_for(task: str) -> Path | None:
-    """The shipped adapter a task runs with, or None when none was trained on it."""
-    return next((p for p in shipped_folders() if task in _trained_tasks(str(p))), None)
+    """The shipped adapter a task runs with (its own, else the one ``SHIPPED_FOR`` names), or None."""
+    own = next((p for p in shipped_folders() if task in _trained_tasks(str(p))), None)
+    return own if own is not None or task not in SHIPPED_FOR else shipped_adapter_for(SHIPPED_FOR[task])
 
 
 def is_shipped(path: str | Path | None) -> bool:

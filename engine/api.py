@@ -28,9 +28,9 @@ class Engine:
     category; ``examples`` (a JSONL path or :class:`ExamplePool`) turns on few-shot prompting.
     The model loads on first use. ``backend`` may be any object with the Backend protocol.
 
-    ``adapter``: by default the adapters facet ships (extract, classify, complete and rank; normalization's model
-    decisions use the base model); ``None`` for the base model; a folder from ``facet train`` to replace them
-    (for extraction; ``adapters={"classify": PATH, ...}`` sets one per task).
+    ``adapter``: by default the adapters facet ships (extract, classify and rank; completion reads with the
+    extraction adapter; normalization's model decisions use the base model); ``None`` for the base model; a folder
+    from ``facet train`` to replace them (for extraction; ``adapters={"classify": PATH, ...}`` sets one per task).
     """
 
     def __init__(
@@ -83,8 +83,9 @@ class Engine:
             return task
         if demonstrations:
             return None
+        shipped = shipped_adapters.shipped_adapter_for(task)
         for name, path in adapters.items():
-            if shipped_adapters.is_shipped(path) and task in shipped_tasks(path):
+            if shipped is not None and shipped_adapters.is_shipped(path) and Path(path).resolve() == shipped.resolve():
                 return name
         return None
 

@@ -14,7 +14,10 @@ class Filled(BaseModel):
     source: Literal["stated", "inferred", "none"] = Field(
         description="'stated': the value is in the product text; 'inferred': an allowed value the text does not "
         "spell out; 'none': abstained")
-    abstained_value: str | None = Field(default=None, description="the answer withheld for low confidence")
+    abstained_value: str | None = Field(default=None, description="the answer withheld (see ``withheld``)")
+    withheld: Literal["low_confidence", "known_value"] | None = Field(
+        default=None, description="why ``abstained_value`` was withheld: its confidence is under min_confidence, or "
+        "(read by extraction) it lies inside the text of a value the record already has")
     confirmed: bool = Field(default=False, description="the cross-check (extraction, asked the same attributes) "
                             "found the same value; such a value is kept even under min_confidence")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from engine.models import DEFAULT_MODEL
@@ -121,7 +122,9 @@ def backend_for(args, task: str = "extract"):
         td = get(task)
         local = getattr(args, "backend", "transformers") != "openai"  # a server's adapters are its own names
         if td.adapters and local and not getattr(args, "merge_adapter", False):
-            adapters.update(td.adapters(task_options(args, td), args.model))
+            # not the task's own folder again (complete is read by the shipped extraction adapter itself)
+            adapters.update({k: v for k, v in td.adapters(task_options(args, td), args.model).items()
+                             if Path(v).resolve() != Path(args.adapter).resolve()})
         adapters[task] = args.adapter
     config = EngineConfig(
         model=args.model, grammar=args.grammar, batch_size=args.batch_size, threads=args.threads,

@@ -4,11 +4,16 @@ Given values are never asked for and never overwritten. Each value to fill is co
 product text or one of the attribute's allowed values, or null (abstain). Every prediction carries a confidence
 (the probability of its value tokens, from the decoder's log-probabilities) and its source: ``stated`` (the
 value is in the text) or ``inferred`` (an allowed value the text does not spell out). Predictions under
-``min_confidence`` are turned into abstentions (reported, with their confidence), unless the cross-check agrees:
-with ``cross_check`` (default: the shipped extraction adapter) each product is also read by extraction, asked the
-same attributes, and a value both find is kept (``confirmed``) whatever its confidence. Two adapters trained apart
-rarely agree on a wrong span (docs/benchmarks.md: OA-Mine hidden recall 0.318 -> 0.371 at fill accuracy 0.765 ->
-0.758), for one extraction pass more per product.
+``min_confidence`` are turned into abstentions (reported, with their confidence).
+
+Who answers: an adapter trained on extraction (the shipped one, by default) reads each product with the
+extraction prompt (``reader``), asked every attribute of the category with the record's known values left out, and
+what it finds fills the attributes the record lacks, except a value inside the text of a known value (that part
+of the text is already another attribute's). This measured better than an adapter trained on the completion
+prompt (docs/benchmarks.md: OA-Mine, one attribute hidden, fill accuracy 0.777 -> 0.8x, hidden recall 0.384 ->
+0.6x), which facet no longer ships. Any other model (the base model, a completion adapter from ``facet train
+complete``) gets the completion prompt; with ``cross_check`` a completion adapter's answers are also read by the
+shipped extraction adapter, and a value both find is kept (``confirmed``) whatever its confidence.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from prompts.tasks.base import (
     template_option,
     trained_schema,
 )
-from prompts.tasks.extract import clip_product
+from prompts.tasks.extract import Extract, clip_product
 from schemas import AttributeSchema, AttributeSpec, Product
 from schemas.completion import CompletionResult, Filled
 
@@ -63,6 +68,11 @@ class Complete:
     max_input_chars: int = 2000
     adapter: str | None = None
     cross_check: str | None = None  # the served adapter that reads each product again by extraction (None: off)
+    reader: Extract | None = None  # set: each product is read with this extraction task's prompt and constraint
+
+    def bare(self, product: Product) -> Product:
+        """The product as extraction reads it: the record's known values left out of the prompt."""
+        return product.model_copy(update={"attributes": {}})
 
     def wanted(self, product: Product) -> tuple[AttributeSpec, ...]:
         given = {k.casefold() for k in product.attributes}
@@ -70,6 +80,8 @@ class Complete:
                      if a.name.casefold() not in given)
 
     def messages(self, product: Product) -> list:
+        if self.reader is not None:
+            return self.reader.messages(self.bare(product))
         product, _ = clip_product(product, self.max_input_chars)
         demos = []
         for ex in self.examples.select(product, self.shots) if self.examples else []:
@@ -85,6 +97,8 @@ class Complete:
         return render_messages(self.template, product=product, attributes=self.wanted(product), examples=demos)
 
     def schema(self, product: Product) -> dict:
+        if self.reader is not None:
+            return self.reader.schema(self.bare(product))
         spans = candidate_spans(clip_product(product, self.max_input_chars)[0].text())
         props = {}
         for a in self.wanted(product):
@@ -99,14 +113,17 @@ class Complete:
             why = ("every attribute of its category is already given" if known else
                    f"the attribute schema lists no attributes for category {product.category!r}")
             raise ValueError(f"nothing to complete: {why}")
+        budget = self.reader.budget(product) if self.reader is not None else min(1024, 24 + 16 * len(wanted))
         return Request(prompt=tuple(self.messages(product)), constraint=JsonSchema(self.schema(product)),
-                       max_new_tokens=min(1024, 24 + 16 * len(wanted)), adapter=self.adapter, want_logprobs=True)
+                       max_new_tokens=budget, adapter=self.adapter, want_logprobs=True)
 
     def parse(self, completion: Completion, product: Product) -> CompletionResult:
         data = json_object_answer(self.name, completion)
         clipped, warnings = clip_product(product, self.max_input_chars)
         text = clipped.text()
         wanted = {a.name: a for a in self.wanted(product)}
+        # read by extraction: the text of the known values is theirs (the reader was not told them)
+        known = [span for v in product.attributes.values() if (span := locate(v, text)[1])] if self.reader else []
         filled, abstained = [], []
         for name in wanted:
             value = data.get(name)
@@ -114,11 +131,15 @@ class Complete:
             if value is None:
                 abstained.append(Filled(name=name, value=None, confidence=conf, source="none"))
                 continue
-            grounding, _ = locate(value, text)
+            grounding, span = locate(value, text)
             item = Filled(name=name, value=value, confidence=conf,
                           source="stated" if grounding != "none" else "inferred")
-            if conf < self.min_confidence:
-                abstained.append(item.model_copy(update={"value": None, "abstained_value": value}))
+            if span and any(span[0] < end and start < span[1] for start, end in known):
+                abstained.append(item.model_copy(update={"value": None, "abstained_value": value,
+                                                         "withheld": "known_value"}))
+            elif conf < self.min_confidence:
+                abstained.append(item.model_copy(update={"value": None, "abstained_value": value,
+                                                         "withheld": "low_confidence"}))
             else:
                 filled.append(item)
         return CompletionResult(id=product.id, category=product.category, given=dict(product.attributes),
@@ -129,11 +150,10 @@ def second_reading(backend, task: Complete, products: list[Product], stats) -> l
     """What extraction (the ``cross_check`` adapter, asked every attribute of the category, the record's given
     values left out of the prompt as in extraction) finds in each product: name -> value ({} on failure)."""
     from engine.runner import run_task
-    from prompts.tasks.extract import Extract
 
     reader = Extract(attribute_schema=task.attribute_schema, adapter=task.cross_check,
                      max_input_chars=task.max_input_chars)
-    bare = [p.model_copy(update={"attributes": {}}) for p in products]
+    bare = [task.bare(p) for p in products]
     return [{a.name: a.value for a in r.attributes} if r.ok else {} for r in run_task(backend, reader, bare,
                                                                                       stats=stats)]
 
@@ -146,7 +166,7 @@ def cross_checked(result: CompletionResult, found: dict[str, str]) -> Completion
     for a in result.abstained:
         if a.abstained_value is not None and found.get(a.name) == a.abstained_value:
             filled.append(a.model_copy(update={"value": a.abstained_value, "abstained_value": None,
-                                               "confirmed": True}))
+                                               "withheld": None, "confirmed": True}))
         else:
             abstained.append(a)
     return result.model_copy(update={"filled": filled, "abstained": abstained})
@@ -186,9 +206,11 @@ class CompleteOptions:
     min_confidence: float = option(Complete.min_confidence, "abstain (null, reported) when a value's probability "
                                    "is below this")
     max_input_chars: int = option(Complete.max_input_chars, "truncate title+description beyond this")
-    cross_check: str = option("extract", "'extract': also read each product with the shipped extraction adapter "
-                              "(the same attributes asked) and keep a value both find even under --min-confidence "
-                              "(one extraction pass more per product); 'none': the completion adapter alone",
+    cross_check: str = option("extract", "with an adapter trained on completion (--adapter PATH from `facet train "
+                              "complete`): 'extract' also reads each product with the shipped extraction adapter (the "
+                              "same attributes asked) and keeps a value both find even under --min-confidence (one "
+                              "extraction pass more per product); 'none': that adapter alone. The shipped adapters "
+                              "complete by extraction, so this does not apply to them",
                               choices=("extract", "none"))
 
 
@@ -208,10 +230,26 @@ def build_complete(opts: CompleteOptions, setup: Setup) -> Complete:
     if schema is None:
         raise ValueError("complete needs to know which attributes each category should have: --attributes FILE "
                          "(JSON category -> attribute list, e.g. examples/attributes.json) / attributes=")
-    return Complete(attribute_schema=schema, examples=as_pool(opts.examples), shots=opts.shots,
+    examples = as_pool(opts.examples)
+    reader = None
+    if reads_by_extraction(setup.adapter):  # asked with the prompt it was trained on
+        reader = Extract(attribute_schema=schema, examples=examples, shots=opts.shots, adapter=setup.adapter_name,
+                         max_input_chars=opts.max_input_chars)
+    return Complete(attribute_schema=schema, examples=examples, shots=opts.shots,
                     min_confidence=opts.min_confidence, template=opts.template, max_input_chars=opts.max_input_chars,
-                    adapter=setup.adapter_name,  # the cross-check goes with the shipped adapters, not the base model
-                    cross_check=opts.cross_check if setup.adapter_name and opts.cross_check != "none" else None)
+                    adapter=setup.adapter_name, reader=reader,
+                    # the cross-check goes with a completion adapter, not the base model nor an extraction reader
+                    cross_check=opts.cross_check if setup.adapter_name and reader is None and opts.cross_check != "none"
+                    else None)
+
+
+def reads_by_extraction(adapter: str | None) -> bool:
+    """Whether an adapter folder completes by extraction: trained on extraction prompts and not on completion ones
+    (the shipped extraction adapter, which is what completion runs with by default)."""
+    from engine.adapters import shipped_tasks
+
+    tasks = shipped_tasks(adapter) if adapter else ()
+    return "extract" in tasks and "complete" not in tasks
 
 
 def render_complete(task: Complete, product: Product) -> Rendered:
@@ -243,8 +281,10 @@ TASK = TaskDef(
     description="For each product, ask for every attribute its category should have (--attributes) that its record "
     "lacks. Values are spans of the product text or an attribute's allowed values, or null; each carries a "
     "confidence from the token probabilities and whether it is stated in the text or inferred; answers under "
-    "--min-confidence become abstentions, unless the shipped extraction adapter, reading the same product for the "
-    "same attributes, finds exactly that value (--cross-check, on by default with the shipped adapters).",
+    "--min-confidence become abstentions. With the shipped adapters the extraction adapter reads each product for "
+    "every attribute of its category and what it finds fills the attributes the record lacks (a value inside the "
+    "text of a known value is withheld); the base model (--adapter none) and completion adapters get the "
+    "completion prompt.",
     epilog="examples:\n  facet complete examples/to_complete.jsonl --attributes examples/attributes.json\n"
     "  facet complete products.jsonl --attributes attrs.json --examples ../shared/data/oa-mine/train.jsonl -o "
     "filled.jsonl\n  facet eval complete --data ../shared/data/oa-mine/validation.jsonl --examples "
