@@ -151,9 +151,9 @@ def test_cross_check_keeps_a_low_confidence_value_only_when_extraction_finds_it_
     assert unchecked.filled == []
 
 
-def test_the_cli_serves_the_extraction_adapter_beside_the_completion_adapter(monkeypatch):
-    """`facet complete` (and `facet eval complete`) load the shipped extraction adapter for the cross-check, unless
-    --cross-check none, --adapter none or a merged adapter."""
+def test_the_cli_serves_the_extraction_adapter_beside_a_completion_adapter(monkeypatch):
+    """`facet complete` (and `facet eval complete`) read with the shipped extraction adapter; beside a completion
+    adapter (--adapter PATH) they load it for the cross-check, unless --cross-check none or --adapter none."""
     import engine.config
     from engine.cli import _default_adapter, build_parser
     from engine.cli.options import _BACKENDS, backend_for
@@ -171,9 +171,50 @@ def test_the_cli_serves_the_extraction_adapter_beside_the_completion_adapter(mon
 
     from engine.adapters import resolve_adapter
 
-    both = served("complete", "x.jsonl", "--attributes", "a.json")
-    assert both == {"extract": resolve_adapter(None, "extract"), "complete": resolve_adapter(None, "complete")}
-    assert set(served("eval", "complete", "--data", "v.jsonl")) == {"extract", "complete"}
-    assert set(served("complete", "x.jsonl", "--cross-check", "none")) == {"complete"}
+    extract = resolve_adapter(None, "extract")
+    # by default completion reads with the shipped extraction adapter itself: served once
+    assert served("complete", "x.jsonl", "--attributes", "a.json") == {"complete": extract}
+    assert served("eval", "complete", "--data", "v.jsonl") == {"complete": extract}
+    # a completion adapter of the user's: the extraction adapter is served beside it for the cross-check
+    assert served("complete", "x.jsonl", "--adapter", "runs/mine") == {"extract": extract, "complete": "runs/mine"}
+    assert served("complete", "x.jsonl", "--adapter", "runs/mine", "--cross-check", "none") == {"complete": "runs/mine"}
     assert served("complete", "x.jsonl", "--adapter", "none") == {}
     assert served("complete", "x.jsonl", "--backend", "openai", "--adapter", "complete") == {"complete": "complete"}
+
+
+def test_an_extraction_adapter_completes_with_the_extraction_prompt(tmp_path, scripted):
+    """An adapter trained on extraction (the shipped one) is asked the prompt it was trained on: every attribute of
+    the category for the bare product; what it finds fills what the record lacks, except a value inside the text of
+    a known value (withheld) and one under min_confidence; the given values stay as they are."""
+    from prompts.tasks.base import Setup, build
+
+    folder = tmp_path / "extract"
+    folder.mkdir()
+    (folder / "facet_provenance.json").write_text(json.dumps({"task": "default", "tasks": ["extract"]}))
+    task = build("complete", Setup(adapter=str(folder), adapter_name="extract"), attributes=SCHEMA,
+                 min_confidence=0.5)
+    assert task.reader is not None and task.cross_check is None
+    p = Product(id="a", title="Acme Steel mug, red", category="Mugs", attributes={"Brand": "Acme Steel"})
+    req = task.build(p)
+    assert req.prompt == tuple(task.reader.messages(p.model_copy(update={"attributes": {}})))
+    assert "Known" not in req.prompt[-1]["content"] and req.adapter == "extract" and req.want_logprobs
+    assert list(req.constraint.schema["properties"]) == ["Brand", "Color", "Material"]  # extraction's own question
+    toks = (('{"Brand":"', 0.0), ("Acme", 0.0), ('","Color":"', 0.0), ("red", math.log(0.9)),
+            ('","Material":"', 0.0), ("Steel", math.log(0.8)), ('"}', 0.0))
+    text = '{"Brand":"Acme","Color":"red","Material":"Steel"}'
+    res = task.parse(Completion(text=text, finish_reason="stop", logprobs=toks), p)
+    assert [(f.name, f.value) for f in res.filled] == [("Color", "red")]
+    [material] = res.abstained  # "Steel" is part of the known brand's text
+    assert (material.name, material.abstained_value, material.withheld) == ("Material", "Steel", "known_value")
+    assert res.as_dict() == {"Brand": "Acme Steel", "Color": "red"}
+    low = task.parse(Completion(text=text, finish_reason="stop", logprobs=toks[:3] + (("red", math.log(0.2)),)
+                                + toks[4:]), p)
+    assert low.filled == [] and [a.withheld for a in low.abstained] == ["low_confidence", "known_value"]
+    # an adapter trained on completion, or none: the completion prompt
+    folder2 = tmp_path / "complete"
+    folder2.mkdir()
+    (folder2 / "facet_provenance.json").write_text(json.dumps({"tasks": ["complete"]}))
+    assert build("complete", Setup(adapter=str(folder2), adapter_name="complete"), attributes=SCHEMA).reader is None
+    assert build("complete", Setup(), attributes=SCHEMA).reader is None
+    # a client of `facet serve`, which serves the shipped adapters under their folders' names
+    assert build("complete", Setup(adapter="extract", adapter_name="extract"), attributes=SCHEMA).reader is not None

@@ -37,6 +37,25 @@ def test_the_shipped_adapter_is_the_default_for_the_tasks_it_was_trained_on(fake
     assert resolve_adapter(None, "extract", "/some/other/model") is None  # trained for the default base only
 
 
+def test_completion_runs_with_the_extraction_adapter_unless_one_of_its_own_ships(tmp_path, monkeypatch):
+    from engine.api import Engine
+
+    monkeypatch.setattr(shipped, "SHIPPED_ROOT", tmp_path)
+    monkeypatch.setattr(shipped, "SHIPPED_ADAPTER", tmp_path / "default")
+    for name in ("extract", "classify"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "facet_provenance.json").write_text(json.dumps({"tasks": [name]}))
+    assert resolve_adapter(None, "complete") == str(tmp_path / "extract")
+    eng = Engine()
+    assert eng._adapter_name("complete") == "extract" and eng.task("complete", attributes={"*": ["Brand"]}).reader
+    assert resolve_adapter(None, "rank") is None  # SHIPPED_FOR names completion only
+    (tmp_path / "complete").mkdir()
+    (tmp_path / "complete" / "facet_provenance.json").write_text(json.dumps({"tasks": ["complete"]}))
+    assert resolve_adapter(None, "complete") == str(tmp_path / "complete")
+    eng = Engine()
+    assert eng._adapter_name("complete") == "complete" and not eng.task("complete", attributes={"*": ["Brand"]}).reader
+
+
 def test_cli_commands_get_the_shipped_adapter_unless_told_otherwise(fake_shipped):
     from engine.cli import _default_adapter, build_parser
 
@@ -112,10 +131,13 @@ def _provenance(folder: Path = SHIPPED_ADAPTER) -> dict:
 FOLDERS = shipped.shipped_folders()  # the real ones: committed, so these never skip
 
 
-def test_the_shipped_set_is_one_adapter_each_for_extraction_classification_completion_ranking():
-    assert [p.name for p in FOLDERS] == ["classify", "complete", "extract", "rank"]
-    for task in ("extract", "classify", "complete", "rank"):  # each measured better than the multi-task adapter
+def test_the_shipped_set_is_one_adapter_each_for_extraction_classification_ranking():
+    assert [p.name for p in FOLDERS] == ["classify", "extract", "rank"]
+    for task in ("extract", "classify", "rank"):  # each measured better than the multi-task adapter
         assert resolve_adapter(None, task) == str(shipped.SHIPPED_ROOT / task)
+    # completion reads with the extraction adapter (it measured better than the completion adapter shipped before)
+    assert resolve_adapter(None, "complete") == str(shipped.SHIPPED_ROOT / "extract")
+    assert set(_provenance(shipped.SHIPPED_ROOT / "extract")["metrics"]) >= {"extract", "complete"}
     assert not SHIPPED_ADAPTER.exists() and resolve_adapter(None, "normalize") is None
     total = sum(f.stat().st_size for p in FOLDERS for f in p.iterdir())
     assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"

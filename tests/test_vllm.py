@@ -108,7 +108,7 @@ def test_adapter_answers_match_transformers(engine, hf):
 
 def test_every_shipped_adapter_is_served():
     assert {Path(p).name for p in SHIPPED.values()} == {p.name for p in shipped_folders()}
-    assert {"shipped-extract", "shipped-classify", "shipped-complete", "shipped-rank"} <= set(SHIPPED)
+    assert {"shipped-extract", "shipped-classify", "shipped-rank"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", [n for n, p in SHIPPED.items() if "extract" in shipped_tasks(p)])

@@ -10,8 +10,8 @@ Who answers: an adapter trained on extraction (the shipped one, by default) read
 extraction prompt (``reader``), asked every attribute of the category with the record's known values left out, and
 what it finds fills the attributes the record lacks, except a value inside the text of a known value (that part
 of the text is already another attribute's). This measured better than an adapter trained on the completion
-prompt (docs/benchmarks.md: OA-Mine, one attribute hidden, fill accuracy 0.777 -> 0.8x, hidden recall 0.384 ->
-0.6x), which facet no longer ships. Any other model (the base model, a completion adapter from ``facet train
+prompt (docs/benchmarks.md: OA-Mine, one attribute hidden, fill accuracy 0.777 -> 0.851, hidden recall 0.384 ->
+0.629, false fills 0.021 -> 0.010, 0.84 s/product against 1.36), which facet no longer ships. Any other model (the base model, a completion adapter from ``facet train
 complete``) gets the completion prompt; with ``cross_check`` a completion adapter's answers are also read by the
 shipped extraction adapter, and a value both find is kept (``confirmed``) whatever its confidence.
 """
@@ -244,11 +244,17 @@ def build_complete(opts: CompleteOptions, setup: Setup) -> Complete:
 
 
 def reads_by_extraction(adapter: str | None) -> bool:
-    """Whether an adapter folder completes by extraction: trained on extraction prompts and not on completion ones
-    (the shipped extraction adapter, which is what completion runs with by default)."""
-    from engine.adapters import shipped_tasks
+    """Whether an adapter completes by extraction: trained on extraction prompts and not on completion ones (the
+    shipped extraction adapter, which is what completion runs with by default). ``adapter`` is a folder, or the name
+    `facet serve` serves a shipped adapter under (its folder's name: ``--backend openai --adapter extract``)."""
+    from pathlib import Path
 
-    tasks = shipped_tasks(adapter) if adapter else ()
+    from engine.adapters import SHIPPED_ROOT, shipped_tasks
+
+    if not adapter:
+        return False
+    served = SHIPPED_ROOT / adapter
+    tasks = shipped_tasks(served if not Path(adapter).is_dir() and served.is_dir() else adapter)
     return "extract" in tasks and "complete" not in tasks
 
 
