@@ -132,7 +132,9 @@ FOLDERS = shipped.shipped_folders()  # the real ones: committed, so these never 
 
 
 def test_the_shipped_set_is_one_adapter_each_for_extraction_classification_ranking():
-    assert [p.name for p in FOLDERS] == ["classify", "extract", "rank"]
+    from finetune.default import COMPARED, SHIPPED_SET
+
+    assert [p.name for p in FOLDERS] == ["classify", "extract", "rank"] == sorted(set(SHIPPED_SET) - set(COMPARED))
     for task in ("extract", "classify", "rank"):  # each measured better than the multi-task adapter
         assert resolve_adapter(None, task) == str(shipped.SHIPPED_ROOT / task)
     # completion reads with the extraction adapter (it measured better than the completion adapter shipped before)
@@ -141,6 +143,17 @@ def test_the_shipped_set_is_one_adapter_each_for_extraction_classification_ranki
     assert not SHIPPED_ADAPTER.exists() and resolve_adapter(None, "normalize") is None
     total = sum(f.stat().st_size for p in FOLDERS for f in p.iterdir())
     assert total < 25 * 2**20, f"the shipped adapters are {total / 2**20:.1f} MiB together"
+
+
+def test_make_adapters_rebuilds_scores_and_installs_each_shipped_member():
+    import re
+
+    from finetune.default import COMPARED, SHIPPED_SET
+
+    rule = (ROOT / "Makefile").read_text().split("\nadapters:")[1].split("\n\n")[0]
+    shipped_members = sorted(set(SHIPPED_SET) - set(COMPARED))
+    assert sorted(re.findall(r"--which (\w+)", rule)) == shipped_members
+    assert sorted(re.findall(r"\$\(call install,[^,]+,[^,]+,(\w+)\)", rule)) == shipped_members
 
 
 def test_every_shipped_file_is_package_data():
@@ -291,7 +304,7 @@ def test_train_default_asks_which_adapter_to_rebuild(tmp_path, capsys):
 
     assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "needs --which NAME" in err and "(extract, classify, complete, rank)" in err and "make adapters" in err
+    assert "needs --which NAME" in err and "(extract, classify, rank)" in err and "make adapters" in err
 
 
 def test_engine_builds_a_task_once_for_repeated_calls(fake_shipped, scripted, monkeypatch):

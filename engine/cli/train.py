@@ -70,10 +70,12 @@ def add_train_command(sub) -> None:
 
 
 def _members(shipped_set: dict) -> str:
-    single = ", ".join(k if tuple(v["tasks"]) == (k,) else f"{k} ({', '.join(v['tasks'])})"
-                       for k, v in shipped_set.items() if k != "default")
-    return (f"one task's own ({single}), what ships; or 'default', the multi-task adapter (measured against them, "
-            f"not shipped). `make adapters` rebuilds, scores and installs the shipped ones")
+    from finetune.default import COMPARED
+
+    ships = ", ".join(k for k in shipped_set if k not in COMPARED)
+    return (f"one task's own adapter, what ships ({ships}); or, measured against them and not shipped, 'default' (the "
+            f"multi-task adapter) and 'complete' (completion's own; completion reads with the extraction adapter). "
+            f"`make adapters` rebuilds, scores and installs the shipped ones")
 
 
 def cmd_train(args) -> int:
