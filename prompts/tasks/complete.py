@@ -11,9 +11,10 @@ extraction prompt (``reader``), asked every attribute of the category with the r
 what it finds fills the attributes the record lacks, except a value inside the text of a known value (that part
 of the text is already another attribute's). This measured better than an adapter trained on the completion
 prompt (docs/benchmarks.md: OA-Mine, one attribute hidden, fill accuracy 0.777 -> 0.851, hidden recall 0.384 ->
-0.629, false fills 0.021 -> 0.010, 0.84 s/product against 1.36), which facet no longer ships. Any other model (the base model, a completion adapter from ``facet train
-complete``) gets the completion prompt; with ``cross_check`` a completion adapter's answers are also read by the
-shipped extraction adapter, and a value both find is kept (``confirmed``) whatever its confidence.
+0.629, false fills 0.021 -> 0.010, 0.84 s/product against 1.36), which facet no longer ships. Any other model (the
+base model, a completion adapter from ``facet train complete``) gets the completion prompt; with ``cross_check`` a
+completion adapter's answers are also read by the shipped extraction adapter, and a value both find is kept
+(``confirmed``) whatever its confidence.
 """
 
 from __future__ import annotations
