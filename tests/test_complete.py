@@ -216,5 +216,9 @@ def test_an_extraction_adapter_completes_with_the_extraction_prompt(tmp_path, sc
     (folder2 / "facet_provenance.json").write_text(json.dumps({"tasks": ["complete"]}))
     assert build("complete", Setup(adapter=str(folder2), adapter_name="complete"), attributes=SCHEMA).reader is None
     assert build("complete", Setup(), attributes=SCHEMA).reader is None
+    warned = []
+    build("complete", Setup(adapter=str(folder), adapter_name="extract", warn=warned.append), attributes=SCHEMA,
+          template="mine.j2")
+    assert "--template mine.j2 is not used" in warned[0]
     # a client of `facet serve`, which serves the shipped adapters under their folders' names
     assert build("complete", Setup(adapter="extract", adapter_name="extract"), attributes=SCHEMA).reader is not None

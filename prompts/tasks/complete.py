@@ -234,6 +234,10 @@ def build_complete(opts: CompleteOptions, setup: Setup) -> Complete:
     examples = as_pool(opts.examples)
     reader = None
     if reads_by_extraction(setup.adapter):  # asked with the prompt it was trained on
+        if opts.template != Complete.template:
+            setup.warn(f"--template {opts.template} is not used: the adapter {setup.adapter} was trained on "
+                       "extraction and completes with extraction's prompt; pass --adapter none to try a completion "
+                       "template on the base model")
         reader = Extract(attribute_schema=schema, examples=examples, shots=opts.shots, adapter=setup.adapter_name,
                          max_input_chars=opts.max_input_chars)
     return Complete(attribute_schema=schema, examples=examples, shots=opts.shots,
