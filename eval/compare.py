@@ -20,7 +20,11 @@ def load_run(spec: str) -> tuple[str, dict]:
     file = path / "report.json" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no eval report here (run `facet eval ... -o {path}` first)")
-    return label or path.name, json.loads(file.read_text())
+    report = json.loads(file.read_text())
+    if report.get("task", "extract") != "extract":
+        raise ValueError(f"{file} is a `facet eval {report['task']}` report; facet compare compares extraction runs "
+                         "(the slots each one fixed and broke). For other tasks read each report's report.md")
+    return label or path.name, report
 
 
 def slots_of(report: dict) -> list[dict]:

@@ -82,3 +82,12 @@ def test_compare_rebuilds_slots_for_older_reports(tmp_path):
 def test_compare_names_a_missing_run(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope"), "-o", str(tmp_path / "c")]) == 2
     assert "no eval report" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_report_of_another_task_by_name(tmp_path, capsys):
+    run = tmp_path / "cls"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"task": "classify", "summary": {"accuracy": 0.9}}))
+    assert main(["compare", str(run), str(run), "-o", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "`facet eval classify` report" in err and "compares extraction runs" in err
