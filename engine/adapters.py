@@ -46,6 +46,13 @@ def shipped_adapter_for(task: str) -> Path | None:
     return own if own is not None or task not in SHIPPED_FOR else shipped_adapter_for(SHIPPED_FOR[task])
 
 
+def local_folder(adapter: str | Path) -> Path:
+    """The folder an adapter's files are in: ``adapter`` itself, or, for a name `facet serve` serves a shipped adapter
+    under (its folder's name, ``--backend openai --adapter extract``), that shipped folder."""
+    served = SHIPPED_ROOT / str(adapter)
+    return served if not Path(adapter).is_dir() and served.is_dir() else Path(adapter)
+
+
 def is_shipped(path: str | Path | None) -> bool:
     return path is not None and Path(path).resolve().parent == SHIPPED_ROOT.resolve()
 

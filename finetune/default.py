@@ -61,8 +61,9 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # extraction's prompt, completes better (OA-Mine fill accuracy 0.777 -> 0.851, hidden recall 0.384 -> 0.629, at 0.84
 # s/product against 1.36; prompts/tasks/complete.py), and `make adapters` trains 45 minutes less; "complete", like
 # "default", stays here for comparison.
-# members kept to rebuild for comparison, not shipped (`make adapters` leaves them out)
-COMPARED = ("default", "complete")
+# members kept to rebuild for comparison, not shipped (`make adapters` leaves them out), with what each is
+COMPARED = {"default": "the multi-task adapter",
+            "complete": "completion's own; completion reads with the extraction adapter"}
 # A member's "recipe" holds how its pairs differ from the Recipe defaults (the multi-task adapter was trained before
 # the classification recipe grew), so that `facet train default --which NAME` rebuilds what ships.
 SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
@@ -223,12 +224,18 @@ def source_hashes(data: Path) -> dict[str, str]:
     return {rel: file_hash(Path(data) / rel) for files in SOURCES.values() for rel in files}
 
 
+def encoded(tokenizer, pairs: list, max_len: int) -> list[dict]:
+    """The (messages, answer) pairs as training records, those longer than ``max_len`` tokens left out."""
+    from finetune.data import encode
+
+    return [e for e in (encode(tokenizer, m, a, max_len) for m, a in pairs) if e]
+
+
 def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resume: bool = False,
                   progress: bool = True, command: str | None = None) -> dict:
     """Build the pairs, train one adapter on all of them, save it in half precision with its provenance."""
     from engine.models import load_model, load_tokenizer, resolve_model
     from engine.provenance import hardware
-    from finetune.data import encode
     from finetune.train import train
     from prompts.render import template_hash
 
@@ -241,9 +248,9 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
     tok.padding_side = "right"
     train_data, val_data, counts = [], [], {}
     for name in built.pairs:
-        enc = [e for e in (encode(tok, m, a, cfg.max_len) for m, a in built.pairs[name]) if e]
+        enc = encoded(tok, built.pairs[name], cfg.max_len)
         train_data += enc
-        val_data += [e for e in (encode(tok, m, a, cfg.max_len) for m, a in built.val[name]) if e]
+        val_data += encoded(tok, built.val[name], cfg.max_len)
         counts[name] = {"pairs": len(enc), "tokens": sum(len(e["input_ids"]) for e in enc)}
     print(f"facet: {len(train_data)} training records, {sum(c['tokens'] for c in counts.values())} tokens",
           file=sys.stderr)

@@ -31,17 +31,16 @@ def main() -> None:
     from peft import get_peft_model
 
     from engine.models import load_model, load_tokenizer, resolve_model
-    from finetune.data import encode
-    from finetune.default import build, member_recipe, member_training
+    from finetune.default import build, encoded, member_recipe, member_training
     from finetune.train import TrainConfig, _collate, answer_loss, epoch_plan, lora_config
 
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(**{k: v for k, v in member_training(args.which).items() if k in TrainConfig.model_fields})
+    cfg = TrainConfig(**member_training(args.which))
     folder = resolve_model(cfg.model)
     tok = load_tokenizer(folder)
     tok.padding_side = "right"
     built = build(Path(args.data), member_recipe(args.which))
-    data = [e for pairs in built.pairs.values() for e in (encode(tok, m, a, cfg.max_len) for m, a in pairs) if e]
+    data = [e for pairs in built.pairs.values() for e in encoded(tok, pairs, cfg.max_len)]
     model = load_model(folder, "float32")
     model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
     model.train()

@@ -73,8 +73,8 @@ def _members(shipped_set: dict) -> str:
     from finetune.default import COMPARED
 
     ships = ", ".join(k for k in shipped_set if k not in COMPARED)
-    return (f"one task's own adapter, what ships ({ships}); or, measured against them and not shipped, 'default' (the "
-            f"multi-task adapter) and 'complete' (completion's own; completion reads with the extraction adapter). "
+    compared = " and ".join(f"'{k}' ({what})" for k, what in COMPARED.items())
+    return (f"one task's own adapter, what ships ({ships}); or, measured against them and not shipped, {compared}. "
             f"`make adapters` rebuilds, scores and installs the shipped ones")
 
 

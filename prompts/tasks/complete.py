@@ -252,14 +252,9 @@ def reads_by_extraction(adapter: str | None) -> bool:
     """Whether an adapter completes by extraction: trained on extraction prompts and not on completion ones (the
     shipped extraction adapter, which is what completion runs with by default). ``adapter`` is a folder, or the name
     `facet serve` serves a shipped adapter under (its folder's name: ``--backend openai --adapter extract``)."""
-    from pathlib import Path
+    from engine.adapters import local_folder, shipped_tasks
 
-    from engine.adapters import SHIPPED_ROOT, shipped_tasks
-
-    if not adapter:
-        return False
-    served = SHIPPED_ROOT / adapter
-    tasks = shipped_tasks(served if not Path(adapter).is_dir() and served.is_dir() else adapter)
+    tasks = shipped_tasks(local_folder(adapter)) if adapter else ()
     return "extract" in tasks and "complete" not in tasks
 
 
