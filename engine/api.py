@@ -172,16 +172,17 @@ class Engine:
         return self.classify_many([product], **options)[0]
 
     def classify_many(self, products: Iterable[Any], *, taxonomy: Any = None, examples: Any = None,
-                      shots: int = 3, top_k: int = 3, review_below: float = 0.5) -> list:
+                      shots: int = 3, top_k: int = 3, review_below: float = 0.5, **options: Any) -> list:
         """ClassificationResult (path, label, confidence, alternatives, needs_review) or ErrorRecord per product.
 
         ``taxonomy``: a :class:`Taxonomy`, a file (Shopify categories.txt, 'A > B' lines, JSON), or a list
         of labels; defaults to the one given to the Engine, else Shopify's. ``examples``: labelled (product, path)
-        pairs, or a file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV).
+        pairs, or a file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV). ``options``: the
+        classify task's others (``facet classify --help``), e.g. ``search=0`` for greedy level-by-level decoding.
         """
         given = {"taxonomy": taxonomy} if taxonomy is not None else {}
         return self.run("classify", products, examples=examples, shots=shots, top_k=top_k,
-                        review_below=review_below, **given)
+                        review_below=review_below, **given, **options)
 
     def normalize(self, product: Any, spec: Any, **options: Any):
         """Canonical names and values of one product's ``attributes``; see :meth:`normalize_many`."""

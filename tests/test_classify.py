@@ -158,3 +158,49 @@ def test_label_maps_by_name_or_file_and_unmapped_labels_are_named(tmp_path):
     assert map_class_labels(rows, mapping)[0].path == ("Home & Garden", "Kitchen & Dining", "Mugs")
     with pytest.raises(ValueError, match="label 'Cups' of b has no path"):
         map_class_labels([ClassGold(Product(id="b", title="Cup"), ("Cups",), None)], mapping)
+
+
+class TableScorer:
+    """A fake scoring backend: the probability of each choice under each path so far comes from ``table``."""
+
+    name = "table"
+
+    def __init__(self, table: dict[str, dict[str, float]]):
+        self.table, self.asked = table, []
+
+    def score(self, requests):
+        out = []
+        for r in requests:
+            text = r.prompt[-1]["content"]
+            path = text.split("Category so far: ")[1].split("\n")[0].strip() if "Category so far: " in text else ""
+            self.asked.append(path)
+            out.append(math.log(self.table[path][r.continuation]))
+        return out
+
+
+# greedy takes Home (0.6) then Kitchen > Mugs at 0.6 * 0.9 * 0.55 = 0.297; Apparel > Jeans is 0.4 * 0.95 = 0.38
+SPLIT = {"": {"Home": 0.6, "Apparel": 0.4}, "Home": {"Kitchen": 0.9, "Garden": 0.1},
+         "Home > Kitchen": {"Mugs": 0.55, "Skillets": 0.45}, "Apparel": {"Shoes": 0.05, "Jeans": 0.95}}
+
+
+@pytest.mark.parametrize(("search", "path", "levels"), [(0, ["Home", "Kitchen", "Mugs"], 3),
+                                                         (8, ["Apparel", "Jeans"], 4),
+                                                         (2, ["Home", "Kitchen", "Mugs"], 3)])
+def test_best_first_search_finds_the_most_probable_path_within_its_budget(tree, search, path, levels):
+    """search=0 is greedy; a budget of 8 levels finds Apparel > Jeans (0.38), more probable than any Home leaf
+    (0.297 at most); a budget of 2 is spent on Home and Home > Kitchen, so the search then goes greedily down from there."""
+    backend = TableScorer(SPLIT)
+    [r] = classify_many(backend, Classify(taxonomy=tree, search=search, top_k=3), PRODUCTS[:1])
+    assert r.path == path and len(set(backend.asked)) == levels
+    p = {2: 0.4 * 0.95, 3: 0.6 * 0.9 * 0.55}[len(path)]
+    assert r.confidence == pytest.approx(p) and r.alternatives[0] == (" > ".join(path), pytest.approx(p))
+    assert all(q <= p + 1e-9 for _, q in r.alternatives) and r.needs_review
+
+
+def test_a_confident_product_costs_no_more_levels_with_search(tree):
+    sure = {"": {"Home": 0.99, "Apparel": 0.01}, "Home": {"Kitchen": 0.99, "Garden": 0.01},
+            "Home > Kitchen": {"Mugs": 0.99, "Skillets": 0.01}}
+    backend = TableScorer(sure)
+    [r] = classify_many(backend, Classify(taxonomy=tree, search=8), PRODUCTS[:1])
+    assert r.path == ["Home", "Kitchen", "Mugs"] and backend.asked == ["", "", "Home", "Home",
+                                                                         "Home > Kitchen", "Home > Kitchen"]

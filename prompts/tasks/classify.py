@@ -45,6 +45,9 @@ class Classify:
     # (docs/benchmarks.md; not re-measured with the all-layer adapter)
     calibrate: bool = False
     max_input_chars: int = 1000
+    # levels scored per product while searching best-first for the most probable path (0: greedy, one choice per
+    # level; see classify_many)
+    search: int = 0
     adapter: str | None = None
 
     def messages(self, product: Product, path: tuple[str, ...] = (), content_free: bool = False) -> list:
@@ -81,61 +84,91 @@ class Classify:
 
 def classify_many(backend, task: Classify, products: list[Product], stats: RunStats | None = None,
                   retries: int = 1) -> list[ClassificationResult | ErrorRecord]:
-    """Classify products level by level; results in input order, an ErrorRecord per failed item."""
+    """Classify products level by level; results in input order, an ErrorRecord per failed item.
+
+    With ``task.search`` > 0 the most probable path is searched best-first: a path's probability is the product of
+    its levels' choice probabilities, so no child is more probable than its parent; each round scores, for every
+    product, the level under its most probable open path, and a product is done when that path is a leaf (then
+    no other path can be more probable). ``task.search`` bounds the levels scored per product that way; once spent
+    (and always with ``search=0``) the product goes greedily down from its most probable open path, one choice
+    per level. A level decoded under a choice constraint (too many choices, or a backend that cannot score) opens
+    only its answer.
+    """
+    import heapq
+
     from engine.runner import run_task
 
     stats = stats if stats is not None else RunStats()
-    state = {i: ((), 1.0) for i in range(len(products))}  # index -> (path so far, probability)
-    alts: dict[int, list[tuple[str, float]]] = {}
+    is_leaf = task.taxonomy.is_leaf
+    open_: dict[int, list[tuple[float, tuple[str, ...]]]] = {i: [(-1.0, ())] for i in range(len(products))}
+    leaves: dict[int, dict[tuple[str, ...], float]] = {i: {} for i in range(len(products))}  # for alternatives
+    levels = dict.fromkeys(open_, 0)
     results: dict[int, ClassificationResult | ErrorRecord] = {}
-    while state:
-        scorable = can_score(backend)
-        scored = [i for i, (path, _) in state.items()
+    scorable = can_score(backend)
+
+    def opened(i: int, path: tuple[str, ...], p: float, ranked: list[tuple[str, float]], wide: bool) -> None:
+        """Open the children of ``path`` (``ranked``, best first): all of them when ``wide``, else only the best."""
+        for k, (o, q) in enumerate(ranked):
+            child = (*path, o)
+            if is_leaf(child):
+                leaves[i][child] = p * q
+            if wide or k == 0:
+                heapq.heappush(open_[i], (-p * q, child))
+
+    while open_:
+        expand: dict[int, tuple[tuple[str, ...], float, bool]] = {}  # product -> (path, its probability, wide)
+        for i in list(open_):
+            neg, path = heapq.heappop(open_[i])
+            if is_leaf(path):
+                del open_[i]
+                p = -neg
+                alts = sorted(((SEP.join(n), q) for n, q in leaves[i].items() if q <= p), key=lambda x: -x[1])
+                results[i] = ClassificationResult(
+                    id=products[i].id, path=list(path), label=path[-1], confidence=p,
+                    alternatives=alts[: task.top_k] or [(SEP.join(path), p)], needs_review=p < task.review_below)
+                continue
+            wide = levels[i] < task.search
+            levels[i] += 1
+            if not wide:  # greedy from here on: only complete paths stay open beside this one
+                open_[i] = [x for x in open_[i] if is_leaf(x[1])]
+                heapq.heapify(open_[i])
+            expand[i] = (path, -neg, wide)
+        scored = [i for i, (path, _, _) in expand.items()
                   if scorable and len(task.taxonomy.children(path)) <= task.max_scored_choices]
         scored_set = set(scored)
-        decoded = [i for i in state if i not in scored_set]
+        decoded = [i for i in expand if i not in scored_set]
         if scored:
-            questions = [(tuple(task.messages(products[i], state[i][0])), task.taxonomy.children(state[i][0]))
+            questions = [(tuple(task.messages(products[i], expand[i][0])), task.taxonomy.children(expand[i][0]))
                          for i in scored]
             free_of: dict[int, int] = {}  # item -> its content-free question
             if task.calibrate:
                 free_at: dict[str, int] = {}
                 for i in scored:
-                    free = tuple(task.messages(products[i], state[i][0], content_free=True))
+                    free = tuple(task.messages(products[i], expand[i][0], content_free=True))
                     key = json.dumps(free)
                     if key not in free_at:  # zero-shot: one content-free prompt per taxonomy node
                         free_at[key] = len(questions)
-                        questions.append((free, task.taxonomy.children(state[i][0])))
+                        questions.append((free, task.taxonomy.children(expand[i][0])))
                     free_of[i] = free_at[key]
             scores = score_options(backend, questions, task.adapter, stats)
             for n, i in enumerate(scored):
                 opts, lp = questions[n][1], scores[n]
                 if i in free_of:
                     lp = [a - b for a, b in zip(lp, scores[free_of[i]], strict=True)]
-                probs = softmax(lp)
-                path, p = state[i]
-                ranked = sorted(zip(opts, probs, strict=True), key=lambda x: -x[1])
-                alts[i] = [(SEP.join((*path, o)), p * q) for o, q in ranked[: task.top_k]]
-                state[i] = ((*path, ranked[0][0]), p * ranked[0][1])
+                path, p, wide = expand[i]
+                opened(i, path, p, sorted(zip(opts, softmax(lp), strict=True), key=lambda x: -x[1]), wide)
         if decoded:
             level = RunStats()
-            outs = run_task(backend, task, [(products[i], state[i][0]) for i in decoded], retries=retries, stats=level)
+            outs = run_task(backend, task, [(products[i], expand[i][0]) for i in decoded], retries=retries,
+                            stats=level)
             stats.merge(level)
             for i, out in zip(decoded, outs, strict=True):
                 if isinstance(out, ErrorRecord):
                     results[i] = out.model_copy(update={"id": products[i].id})
-                    del state[i]
-                    continue
-                answer, q = out
-                path, p = state[i]
-                state[i] = ((*path, answer), p * q)
-                alts[i] = [(SEP.join(state[i][0]), p * q)]
-        finished = [i for i, (path, _) in state.items() if task.taxonomy.is_leaf(path)]
-        for i in finished:
-            path, p = state.pop(i)
-            results[i] = ClassificationResult(
-                id=products[i].id, path=list(path), label=path[-1], confidence=p,
-                alternatives=alts.get(i, []), needs_review=p < task.review_below)
+                    del open_[i]
+                else:
+                    path, p, wide = expand[i]
+                    opened(i, path, p, [out], wide)
     out = [results[i] for i in range(len(products))]
     stats.done += sum(1 for r in out if r.ok)
     stats.failed += sum(1 for r in out if not r.ok)
@@ -160,6 +193,8 @@ class ClassifyOptions:
     calibrate: bool = option(Classify.calibrate, "contextual calibration against a content-free input (off: it hurt "
                              "few-shot accuracy here, and the earlier shipped adapter's: PriceRunner 0.840 -> 0.260)")
     max_input_chars: int = option(Classify.max_input_chars, "truncate title+description beyond this")
+    search: int = option(Classify.search, "levels scored per product while searching best-first for the most "
+                         "probable path, not only the greedy one (0: greedy, one choice per level)")
 
 
 _TAXONOMIES: dict[str, Taxonomy] = {}
@@ -199,7 +234,8 @@ def as_labelled_pool(examples) -> ExamplePool | None:
 def build_classify(opts: ClassifyOptions, setup: Setup) -> Classify:
     return Classify(taxonomy=as_taxonomy(opts.taxonomy), examples=as_labelled_pool(opts.examples), shots=opts.shots,
                     top_k=opts.top_k, review_below=opts.review_below, template=opts.template,
-                    max_input_chars=opts.max_input_chars, calibrate=opts.calibrate, adapter=setup.adapter_name)
+                    max_input_chars=opts.max_input_chars, calibrate=opts.calibrate, search=opts.search,
+                    adapter=setup.adapter_name)
 
 
 def render_classify(task: Classify, product: Product) -> Rendered:
