@@ -4,9 +4,9 @@
 #               and rank the attributes of examples/to_rank.jsonl with the behaviour in examples/events.jsonl
 #   make test   set everything up (vLLM's CPU build included), then run the whole test suite
 #               (fast tests + slow real-model tests + vLLM engine and server tests)
-#   make adapters  rebuild the shipped adapters from $(DATA) (ranking, extraction, classification, completion: ~3.6 h of
-#               training on 2 CPU cores; resumable: run it again after a kill), score each on held-out data,
-#               record the scores in its provenance, then install it under engine/shipped/
+#   make adapters  rebuild the shipped adapters from $(DATA) (ranking, extraction, classification: see the time below;
+#               resumable: run it again after a kill), score each on held-out data, record the scores in its
+#               provenance, then install it under engine/shipped/
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
