@@ -188,7 +188,8 @@ SPLIT = {"": {"Home": 0.6, "Apparel": 0.4}, "Home": {"Kitchen": 0.9, "Garden": 0
                                                          (2, ["Home", "Kitchen", "Mugs"], 3)])
 def test_best_first_search_finds_the_most_probable_path_within_its_budget(tree, search, path, levels):
     """search=0 is greedy; a budget of 8 levels finds Apparel > Jeans (0.38), more probable than any Home leaf
-    (0.297 at most); a budget of 2 is spent on Home and Home > Kitchen, so the search then goes greedily down from there."""
+    (0.297 at most); a budget of 2 is spent on Home and Home > Kitchen, so the search then goes greedily down from
+    there."""
     backend = TableScorer(SPLIT)
     [r] = classify_many(backend, Classify(taxonomy=tree, search=search, top_k=3), PRODUCTS[:1])
     assert r.path == path and len(set(backend.asked)) == levels
