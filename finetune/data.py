@@ -123,9 +123,12 @@ def complete_pairs(task, rows: list[GoldProduct], report: DataReport | None = No
     return pairs
 
 
-def classify_pairs(task, rows: list, report: DataReport | None = None):
+def classify_pairs(task, rows: list, report: DataReport | None = None, weights: list[float] | None = None,
+                   leaf_weight: float = 1.0):
     """(messages, answer) for every taxonomy level of each labelled product (``ClassGold``): the prompt the
-    classifier shows at that level, the gold child as the answer (what ``score()`` measures: choice + end)."""
+    classifier shows at that level, the gold child as the answer (what ``score()`` measures: choice + end).
+    ``weights``, when given, gets each pair's loss weight appended: ``leaf_weight`` for the last level of a path
+    (the decision the answer is), 1 for the levels above it."""
     report = report if report is not None else DataReport()
     pairs = []
     for r in rows:
@@ -136,6 +139,8 @@ def classify_pairs(task, rows: list, report: DataReport | None = None):
         report.usable += 1
         for level in range(len(path)):
             pairs.append((task.messages(r.product, path[:level]), path[level]))
+        if weights is not None:
+            weights += [1.0] * (len(path) - 1) + [leaf_weight]
     return pairs
 
 
@@ -172,8 +177,9 @@ def synthetic_classify_examples(folder, n: int, seed: int = 0, report: DataRepor
     return out
 
 
-def encode(tokenizer, messages, answer: str, max_len: int) -> dict | None:
-    """Token ids and labels (-100 on the prompt); None when the answer would be cut off."""
+def encode(tokenizer, messages, answer: str, max_len: int, weight: float = 1.0) -> dict | None:
+    """Token ids and labels (-100 on the prompt); None when the answer would be cut off. A ``weight`` other
+    than 1 scales the record's answer loss (``finetune.train.answer_loss``)."""
     from engine.chat import to_prompt_text
 
     prompt_ids = tokenizer(to_prompt_text(tokenizer, messages), add_special_tokens=False).input_ids
@@ -181,7 +187,8 @@ def encode(tokenizer, messages, answer: str, max_len: int) -> dict | None:
     ids = prompt_ids + answer_ids
     if len(ids) > max_len:
         return None
-    return {"input_ids": ids, "labels": [-100] * len(prompt_ids) + answer_ids}
+    record = {"input_ids": ids, "labels": [-100] * len(prompt_ids) + answer_ids}
+    return record | {"weight": weight} if weight != 1.0 else record
 
 
 AUGMENTATIONS = ("reorder", "drop", "lower")

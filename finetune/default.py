@@ -70,7 +70,8 @@ SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
                            "recipe": {"complete_several": False, "classify_titles": 300, "classify_balanced": False,
                                       "classify_oa_titles": 0, "classify_synthetic": 0}},
                "extract": {"tasks": ("extract",), "epochs": 2, "rank": 16, "layers": 30},
-               "classify": {"tasks": ("classify",), "rank": 16, "layers": 30, "recipe": {"classify_titles": 800}},
+               "classify": {"tasks": ("classify",), "rank": 16, "layers": 30,
+                            "recipe": {"classify_titles": 800, "classify_leaf_weight": 3.0}},
                "complete": {"tasks": ("complete",), "epochs": 2, "rank": 16},
                "rank": {"tasks": ("rank",), "rank": 8, "layers": 30}}
 
@@ -88,6 +89,7 @@ class Recipe:
     classify_balanced: bool = True  # False: a plain seeded sample of the PriceRunner titles (the first recipe)
     classify_oa_titles: int = 400  # OA-Mine train titles with their category on Shopify paths, balanced likewise
     classify_synthetic: int = 400  # titles made from Shopify leaves (every branch of the taxonomy seen)
+    classify_leaf_weight: float = 1.0  # loss weight of the last level of the PriceRunner and OA-Mine titles' paths
     rank_queries: int = 600
     val_share: float = 0.04  # of each task's pairs, for the validation loss
     seed: int = 0
@@ -98,7 +100,7 @@ class Recipe:
 # placed here (tests/test_shipped_adapter.py fails until it is), so that the rebuild test compares it
 RECIPE_FIELDS = {"extract": ("open_share", "augment_share"), "complete": ("complete_titles", "complete_several"),
                  "classify": ("classify_titles", "classify_holdout", "classify_balanced", "classify_oa_titles",
-                              "classify_synthetic"),
+                              "classify_synthetic", "classify_leaf_weight"),
                  "rank": ("rank_queries",)}
 
 
@@ -119,6 +121,7 @@ class Built:
     val: dict[str, list] = field(default_factory=dict)
     templates: dict[str, str] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, list[float]] = field(default_factory=dict)  # per training pair, where a task weighs them
 
 
 def build(data: Path, recipe: Recipe = Recipe()) -> Built:
@@ -184,12 +187,16 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         if recipe.classify_oa_titles:
             oa = [r for f in SOURCES["extract"] for r in read_classification_gold(data / f)]
             labelled += balanced(map_class_labels(oa, OA_MINE_SHOPIFY), recipe.classify_oa_titles, recipe.seed)
-        report = DataReport()
-        if recipe.classify_synthetic:
-            labelled += synthetic_classify_examples(data / "shopify-taxonomy", recipe.classify_synthetic,
-                                                    recipe.seed, taxonomy=taxonomy)
+        report, weights = DataReport(), []
         task = Classify(taxonomy=taxonomy, shots=0)
-        out.pairs["classify"] = classify_pairs(task, labelled, report)
+        pairs = classify_pairs(task, labelled, report, weights, recipe.classify_leaf_weight)
+        if recipe.classify_synthetic:
+            made = synthetic_classify_examples(data / "shopify-taxonomy", recipe.classify_synthetic, recipe.seed,
+                                               taxonomy=taxonomy)
+            pairs += classify_pairs(task, made, report, weights)
+        out.pairs["classify"] = pairs
+        if recipe.classify_leaf_weight != 1.0:
+            out.weights["classify"] = weights
         out.templates["classify"], out.reports["classify"] = task.template, report.text()
     if "rank" in recipe.tasks:
         task = Rank(shots=0, reasons="none")
@@ -198,9 +205,12 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         out.pairs["rank"] = rank_pairs(task, examples, report)
         out.templates["rank"], out.reports["rank"] = task.template, report.text()
     for name, pairs in out.pairs.items():  # a seeded share of each task's pairs for the validation loss
-        random.Random(f"{recipe.seed}:{name}").shuffle(pairs)
+        order = list(range(len(pairs)))
+        random.Random(f"{recipe.seed}:{name}").shuffle(order)
         k = max(1, int(len(pairs) * recipe.val_share))
-        out.val[name], out.pairs[name] = pairs[:k], pairs[k:]
+        out.val[name], out.pairs[name] = [pairs[i] for i in order[:k]], [pairs[i] for i in order[k:]]
+        if name in out.weights:  # the validation loss stays unweighted
+            out.weights[name] = [out.weights[name][i] for i in order[k:]]
     return out
 
 
@@ -224,11 +234,13 @@ def source_hashes(data: Path) -> dict[str, str]:
     return {rel: file_hash(Path(data) / rel) for files in SOURCES.values() for rel in files}
 
 
-def encoded(tokenizer, pairs: list, max_len: int) -> list[dict]:
-    """The (messages, answer) pairs as training records, those longer than ``max_len`` tokens left out."""
+def encoded(tokenizer, pairs: list, max_len: int, weights: list[float] | None = None) -> list[dict]:
+    """The (messages, answer) pairs as training records (with their loss ``weights``, where given), those longer
+    than ``max_len`` tokens left out."""
     from finetune.data import encode
 
-    return [e for e in (encode(tokenizer, m, a, max_len) for m, a in pairs) if e]
+    weights = weights or [1.0] * len(pairs)
+    return [e for e in (encode(tokenizer, m, a, max_len, w) for (m, a), w in zip(pairs, weights, strict=True)) if e]
 
 
 def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resume: bool = False,
@@ -248,10 +260,12 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
     tok.padding_side = "right"
     train_data, val_data, counts = [], [], {}
     for name in built.pairs:
-        enc = encoded(tok, built.pairs[name], cfg.max_len)
+        enc = encoded(tok, built.pairs[name], cfg.max_len, built.weights.get(name))
         train_data += enc
         val_data += encoded(tok, built.val[name], cfg.max_len)
         counts[name] = {"pairs": len(enc), "tokens": sum(len(e["input_ids"]) for e in enc)}
+        if name in built.weights:
+            counts[name]["weighted"] = sum("weight" in e for e in enc)
     print(f"facet: {len(train_data)} training records, {sum(c['tokens'] for c in counts.values())} tokens",
           file=sys.stderr)
     model = load_model(folder, "float32")

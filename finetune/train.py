@@ -147,6 +147,14 @@ def _collate(chunk: list[dict], pad_id: int, device="cpu", pack: bool = False, p
             k += m
         pos[r, k:] = torch.arange(n - k) + (pos[r, k - 1] + 1)  # padding continues the last record
     batch = {"input_ids": ids, "labels": labels, "use_cache": False}
+    if any("weight" in d for r in rows for d in r):  # per-token loss weights (records' "weight", default 1)
+        weights = torch.ones((len(rows), n))
+        for r, row in enumerate(rows):
+            k = 0
+            for d in row:
+                weights[r, k : k + len(d["input_ids"])] = d.get("weight", 1.0)
+                k += len(d["input_ids"])
+        batch["weights"] = weights
     if pack:
         batch["position_ids"] = pos
     else:
@@ -158,15 +166,22 @@ def answer_loss(model, batch: dict):
     """The mean cross-entropy of the answer tokens (labels other than -100), what ``model(**batch).loss`` gives, with
     the LM head applied only at the positions that predict an answer token in some row of the step: the prompt's
     positions need no logits, and the head (49,152 x 576 for SmolLM2) is a fifth of the model's multiply work per
-    token, forward and backward (docs/benchmarks.md: training speed)."""
+    token, forward and backward (docs/benchmarks.md: training speed). With ``weights`` in the batch (records that
+    carry a loss weight), each answer token's loss is scaled by its record's weight, still divided by the number of
+    answer tokens: a record of weight 3 pulls on the adapter as three copies of it would, at no extra cost."""
     import torch
 
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
     target = batch["labels"][:, 1:]  # position p predicts token p + 1
     keep = (target != -100).any(dim=0).nonzero().squeeze(-1)
     logits = model(**inputs, logits_to_keep=keep).logits
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target[:, keep].flatten(),
-                                             ignore_index=-100)
+    if "weights" not in batch:
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target[:, keep].flatten(),
+                                                 ignore_index=-100)
+    losses = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target[:, keep].flatten(),
+                                               ignore_index=-100, reduction="none")
+    weights = batch["weights"][:, 1:][:, keep].flatten().to(losses.device)
+    return (losses * weights).sum() / (target != -100).sum()
 
 
 def evaluate_loss(model, data: list[dict], batch_size: int, pad_id: int, bf16: bool = False) -> float:

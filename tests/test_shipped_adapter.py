@@ -230,12 +230,12 @@ def test_shipped_adapter_records_where_it_came_from(folder):
 def test_facet_train_default_which_rebuilds_what_ships(folder):
     """The recipe and training settings `facet train default --which NAME` uses are the ones the shipped file
     records: a change to SHIPPED_SET without retraining (or a retrained file without its entry) fails here."""
-    from finetune.default import RECIPE_FIELDS, SHIPPED_SET, member_recipe, member_training
+    from finetune.default import RECIPE_FIELDS, SHIPPED_SET, Recipe, member_recipe, member_training
 
     prov, member = _provenance(folder), SHIPPED_SET[folder.name]
-    recipe = member_recipe(folder.name).__dict__
+    recipe, added = member_recipe(folder.name).__dict__, Recipe().__dict__  # a field added since: its default
     fields = ["seed", "val_share", *(f for t in member["tasks"] for f in RECIPE_FIELDS[t])]
-    assert {f: prov["recipe"][f] for f in fields} == {f: recipe[f] for f in fields}
+    assert {f: prov["recipe"].get(f, added[f]) for f in fields} == {f: recipe[f] for f in fields}
     assert prov["tasks"] == list(member["tasks"])
     training = member_training(folder.name)
     assert {k: prov["config"][k] for k in training} == training
