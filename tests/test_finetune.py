@@ -538,3 +538,32 @@ def test_an_adapter_asked_through_another_template_text_is_warned(tmp_path):
         from engine.api import Engine
 
         Engine("unused-model", adapter=str(ad), template=str(moved))
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_a_record_of_weight_3_pulls_as_three_copies_of_it(tiny_model, tiny_tokenizer, pack):
+    """Loss weights (``encode(..., weight=)``, the recipe's leaf weight): each answer token's loss times its
+    record's weight, over the number of answer tokens, so weight 3 is the unweighted loss plus the record's own
+    token losses twice more; records without a weight, and batches without any, are unchanged."""
+    import torch
+
+    from finetune.train import _collate, answer_loss
+
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    rows = gold_rows(4)
+    plain = encoded(tok, rows)
+    weighted = [encode(tok, m, a, 512, 3.0 if i == 1 else 1.0)
+                for i, (m, a) in enumerate(extract_pairs(Extract(attribute_schema=SCHEMA), rows))]
+    assert [set(d) for d in weighted] == [{"input_ids", "labels"}, {"input_ids", "labels", "weight"},
+                                          {"input_ids", "labels"}, {"input_ids", "labels"}]
+    tiny_model.eval()
+    with torch.no_grad():
+        base = float(answer_loss(tiny_model, _collate(plain, tok.pad_token_id, pack=pack)))
+        mine = float(answer_loss(tiny_model, _collate(weighted, tok.pad_token_id, pack=pack)))
+        one = _collate([plain[1]], tok.pad_token_id)
+        own = float(answer_loss(tiny_model, one))  # record 1's mean token loss
+    n_all = sum(sum(t != -100 for t in d["labels"][1:]) for d in plain)
+    n_one = sum(t != -100 for t in plain[1]["labels"][1:])
+    assert mine == pytest.approx(base + 2 * own * n_one / n_all, rel=1e-4)
+    assert mine > base

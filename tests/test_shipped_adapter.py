@@ -292,6 +292,28 @@ def test_the_recipe_trains_on_no_row_that_is_measured():
     assert len(top) >= 12
 
 
+@needs_data
+def test_the_leaf_weight_weighs_the_labelled_titles_last_level_and_nothing_else():
+    """``Recipe.classify_leaf_weight``: the same pairs and validation split as without it; the training pairs
+    carry weights, the weight on exactly the last level of a PriceRunner or OA-Mine title's path (not on the
+    titles made from Shopify's leaves, nor the levels above)."""
+    from eval.datasets import OA_MINE_SHOPIFY, PRICERUNNER_SHOPIFY
+    from finetune.default import Recipe, build
+
+    small = dict(classify_titles=40, classify_oa_titles=20, classify_synthetic=20, tasks=("classify",))
+    plain, weighed = build(DATA, Recipe(**small)), build(DATA, Recipe(**small, classify_leaf_weight=3.0))
+    assert plain.weights == {} and weighed.pairs == plain.pairs and weighed.val == plain.val
+    weights = weighed.weights["classify"]
+    assert len(weights) == len(weighed.pairs["classify"]) and set(weights) == {1.0, 3.0}
+    labels = {tuple(p) for p in (*PRICERUNNER_SHOPIFY.values(), *OA_MINE_SHOPIFY.values())}
+    only_made = build(DATA, Recipe(**{**small, "classify_titles": 0, "classify_oa_titles": 0}))
+    made = {m[-1]["content"] for m, _a in only_made.pairs["classify"] + only_made.val["classify"]}
+    for (m, a), w in zip(weighed.pairs["classify"], weights, strict=True):
+        text = m[-1]["content"]
+        prefix = text.split("Category so far: ")[1].split("\n")[0].split(" > ") if "Category so far" in text else []
+        assert w == (3.0 if (*prefix, a) in labels and text not in made else 1.0), (text, a)
+
+
 def test_train_default_refuses_a_folder_without_the_data(tmp_path, capsys):
     from engine.cli import main
 
