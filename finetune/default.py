@@ -56,7 +56,7 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # while the set had no room for r=16, 0.885; r=32 on the top 10 0.840; r=8 for a second epoch 0.860), completion
 # (engine/shipped/complete, no longer shipped: complete pairs alone, several values hidden at once, r=16, two epochs;
 # hidden recall 0.220 -> 0.318) and ranking (engine/shipped/rank: the 576 rank pairs alone, r=8 on all 30 layers, one
-# epoch, ~10 min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches 0.782 -> 0.795). `make adapters` builds, scores
+# epoch, 4 min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches 0.782 -> 0.795). `make adapters` builds, scores
 # and installs extract, classify and rank. The completion adapter is no longer shipped: the extraction adapter, asking
 # extraction's prompt, completes better (OA-Mine fill accuracy 0.777 -> 0.851, hidden recall 0.384 -> 0.629, at 0.84
 # s/product against 1.36; prompts/tasks/complete.py), and `make adapters` trains 45 minutes less; "complete", like
