@@ -168,7 +168,8 @@ def answer_loss(model, batch: dict):
     positions need no logits, and the head (49,152 x 576 for SmolLM2) is a fifth of the model's multiply work per
     token, forward and backward (docs/benchmarks.md: training speed). With ``weights`` in the batch (records that
     carry a loss weight), each answer token's loss is scaled by its record's weight, still divided by the number of
-    answer tokens: a record of weight 3 pulls on the adapter as three copies of it would, at no extra cost."""
+    answer tokens: a record of weight 3 adds its gradient three times to the step's, at no extra cost (AdamW then
+    scales the whole step, so this is not the same as three passes over it)."""
     import torch
 
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
