@@ -136,6 +136,8 @@ def _collate(chunk: list[dict], pad_id: int, device="cpu", pack: bool = False, p
     labels = torch.full((len(rows), n), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), n), dtype=torch.long)
     pos = torch.arange(n).repeat(len(rows), 1)
+    # per-token loss weights, only when some record carries a "weight" (the others weigh 1)
+    weights = torch.ones((len(rows), n)) if any("weight" in d for d in chunk) else None
     for r, row in enumerate(rows):
         k = 0
         for d in row:
@@ -144,16 +146,12 @@ def _collate(chunk: list[dict], pad_id: int, device="cpu", pack: bool = False, p
             labels[r, k : k + m] = torch.tensor(d["labels"])
             mask[r, k : k + m] = 1
             pos[r, k : k + m] = torch.arange(m)
+            if weights is not None:
+                weights[r, k : k + m] = d.get("weight", 1.0)
             k += m
         pos[r, k:] = torch.arange(n - k) + (pos[r, k - 1] + 1)  # padding continues the last record
     batch = {"input_ids": ids, "labels": labels, "use_cache": False}
-    if any("weight" in d for r in rows for d in r):  # per-token loss weights (records' "weight", default 1)
-        weights = torch.ones((len(rows), n))
-        for r, row in enumerate(rows):
-            k = 0
-            for d in row:
-                weights[r, k : k + len(d["input_ids"])] = d.get("weight", 1.0)
-                k += len(d["input_ids"])
+    if weights is not None:
         batch["weights"] = weights
     if pack:
         batch["position_ids"] = pos
