@@ -77,10 +77,13 @@ adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/facet train default --which classify --data $(DATA) -o $(SHIPPED)/classify-adapter \
 	    --threads 2 --resume
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval classify --data $(DATA)/pricerunner/dev.csv --limit 200 --seed 0 \
-	    --label-map pricerunner-shopify --adapter $(SHIPPED)/classify-adapter -o $(SHIPPED)/classify-only/classify
+	    --label-map pricerunner-shopify --adapter $(SHIPPED)/classify-adapter \
+	    --neighbours $(SHIPPED)/classify-adapter/labelled_titles.jsonl.gz -o $(SHIPPED)/classify-only/classify
 	HF_HUB_OFFLINE=1 $(BIN)/facet eval classify --data $(DATA)/oa-mine/validation.jsonl --label-map oa-mine-shopify \
-	    --adapter $(SHIPPED)/classify-adapter -o $(SHIPPED)/classify-only/classify-oa
+	    --adapter $(SHIPPED)/classify-adapter --neighbours $(SHIPPED)/classify-adapter/labelled_titles.jsonl.gz \
+	    -o $(SHIPPED)/classify-only/classify-oa
 	$(call install,$(SHIPPED)/classify-adapter,$(SHIPPED)/classify-only,classify)
+	cp $(SHIPPED)/classify-adapter/labelled_titles.jsonl.gz engine/shipped/classify/
 
 test: setup setup-vllm
 	HF_HUB_OFFLINE=1 FACET_REQUIRE_VLLM=1 FACET_REQUIRE_RAY=1 RAY_AUTH_MODE=disabled \

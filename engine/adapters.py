@@ -17,6 +17,9 @@ VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Engine(adapter=None) for the base model, --adapter PATH to replace them).
 SHIPPED_ROOT = Path(__file__).parent / "shipped"
 SHIPPED_ADAPTER = SHIPPED_ROOT / "default"
+# labelled titles (PriceRunner and OA-Mine on Shopify's paths) whose nearest neighbours vote in classification beside
+# the model (prompts/neighbours.py): shipped with the classification adapter, written by `facet train default`
+SHIPPED_LABELLED = SHIPPED_ROOT / "classify" / "labelled_titles.jsonl.gz"
 DEFAULT = "default"  # the value of --adapter / Engine(adapter=) that asks for the shipped adapters
 # tasks whose shipped adapter also answers prompts that carry demonstrations (--examples), where it measured better
 # than the base model with the same demonstrations (docs/benchmarks.md). None now: every shipped adapter was trained

@@ -188,7 +188,9 @@ def evaluate_classification(backend, task, data: str | Path, rows: list, *, seed
         "predictions": [r.model_dump() for r in results],
         "provenance": provenance(data_hash=file_hash(data), template=task.template,
                                  template_hash=template_hash(task.template), shots=task.shots if task.examples else 0,
-                                 sample=len(rows), seed=seed, taxonomy=task.taxonomy.name, **prov),
+                                 sample=len(rows), seed=seed, taxonomy=task.taxonomy.name,
+                                 vote={"titles": len(task.vote.rows), "from": task.vote.name, "weight": task.vote_weight}
+                                 if task.vote is not None and task.vote_weight > 0 else None, **prov),
     }
 
 

@@ -5,6 +5,7 @@ report.json and report.md by the caller)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,7 +157,14 @@ def _classify(ctx: EvalContext) -> dict:
     if examples and Path(examples).resolve() == Path(data).resolve():
         override["examples"] = [(r.product, r.path) for r in rest]  # never a product's own group
         ctx.setup.note(f"demonstrations from the {len(rest)} rows outside the sample and its product groups")
-    return evaluate_classification(ctx.backend(), ctx.task(**override), data, sample, seed=opts.seed,
+    task = ctx.task(**override)
+    if task.vote is not None:  # no evaluated title, nor another offer of its product, votes on itself
+        vote = task.vote.without([r.product.title for r in sample], [r.group for r in sample])
+        if vote is not task.vote:
+            ctx.setup.note(f"neighbour vote: {len(task.vote.rows) - len(vote.rows)} labelled titles left out (evaluated "
+                           "titles and their product groups)")
+            task = dataclasses.replace(task, vote=vote)
+    return evaluate_classification(ctx.backend(), task, data, sample, seed=opts.seed,
                                    batch_size=ctx.batch_size, **{k: v for k, v in ctx.prov.items()
                                                                  if k not in ("examples", "grammar")})
 

@@ -126,15 +126,7 @@ class Built:
 
 def build(data: Path, recipe: Recipe = Recipe()) -> Built:
     """The training and validation pairs of every task in ``recipe.tasks``."""
-    from eval.datasets import (
-        OA_MINE_SHOPIFY,
-        PRICERUNNER_SHOPIFY,
-        map_class_labels,
-        read_classification_gold,
-        read_extraction_gold,
-        schema_from_gold,
-        split_by_group,
-    )
+    from eval.datasets import read_extraction_gold, schema_from_gold
     from finetune.data import (
         DataReport,
         augment,
@@ -180,13 +172,11 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         out.templates["complete"], out.reports["complete"] = task.template, report.text()
     if "classify" in recipe.tasks:
         taxonomy = Taxonomy.load(data / "shopify-taxonomy/categories.txt")
-        rows = map_class_labels(read_classification_gold(data / "pricerunner/dev.csv"), PRICERUNNER_SHOPIFY)
-        _sample, rest = split_by_group(rows, recipe.classify_holdout, 0)
+        _held, rest, oa = classify_rows(data, recipe)
         labelled = (balanced(rest, recipe.classify_titles, recipe.seed) if recipe.classify_balanced else
                     random.Random(recipe.seed).sample(rest, min(recipe.classify_titles, len(rest))))
         if recipe.classify_oa_titles:
-            oa = [r for f in SOURCES["extract"] for r in read_classification_gold(data / f)]
-            labelled += balanced(map_class_labels(oa, OA_MINE_SHOPIFY), recipe.classify_oa_titles, recipe.seed)
+            labelled += balanced(oa, recipe.classify_oa_titles, recipe.seed)
         report, weights = DataReport(), []
         task = Classify(taxonomy=taxonomy, shots=0)
         pairs = classify_pairs(task, labelled, report, weights, recipe.classify_leaf_weight)
@@ -212,6 +202,45 @@ def build(data: Path, recipe: Recipe = Recipe()) -> Built:
         if name in out.weights:  # the validation loss stays unweighted
             out.weights[name] = [out.weights[name][i] for i in order[k:]]
     return out
+
+
+def classify_rows(data: Path, recipe: Recipe = Recipe()) -> tuple[list, list, list]:
+    """The PriceRunner titles ``facet eval classify --limit 200 --seed 0`` scores (held out), and the labelled titles
+    classification may learn from, on Shopify's paths: PriceRunner's others without the held-out titles' product
+    clusters, and OA-Mine's training titles."""
+    from eval.datasets import (
+        OA_MINE_SHOPIFY,
+        PRICERUNNER_SHOPIFY,
+        map_class_labels,
+        read_classification_gold,
+        split_by_group,
+    )
+
+    rows = map_class_labels(read_classification_gold(Path(data) / "pricerunner/dev.csv"), PRICERUNNER_SHOPIFY)
+    held, rest = split_by_group(rows, recipe.classify_holdout, 0)
+    oa = [r for f in SOURCES["extract"] for r in read_classification_gold(Path(data) / f)]
+    return held, rest, map_class_labels(oa, OA_MINE_SHOPIFY)
+
+
+LABELLED_FILE = "labelled_titles.jsonl.gz"  # beside the classification adapter (engine.adapters.SHIPPED_LABELLED)
+
+
+def save_labelled(data: Path, folder: Path, recipe: Recipe = Recipe()) -> dict:
+    """Write every title of ``classify_rows`` into ``folder`` for the neighbour vote (prompts/neighbours.py), in the
+    data's order (PriceRunner with its Cluster ID as the group, then OA-Mine), less the few PriceRunner titles that
+    other clusters share word for word with a held-out one ("smeg integrated dishwasher in black"); returns its
+    provenance entry."""
+    from engine.provenance import file_hash
+    from prompts.neighbours import Labelled, write_labelled
+
+    held, rest, oa = classify_rows(data, recipe)
+    measured = {r.product.title for r in held}
+    rows = [Labelled(r.product.title, tuple(r.path), r.group) for r in rest if r.product.title not in measured]
+    rows += [Labelled(r.product.title, tuple(r.path)) for r in oa]
+    path = Path(folder) / LABELLED_FILE
+    write_labelled(path, rows)
+    return {"file": LABELLED_FILE, "rows": len(rows), "sha256": file_hash(path),
+            "from": {"pricerunner/dev.csv": len(rows) - len(oa), "oa-mine/train.jsonl + train_extra.jsonl": len(oa)}}
 
 
 def balanced(rows: list, n: int, seed: int) -> list:
@@ -278,6 +307,10 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
         "train_data_hashes": source_hashes(data), "never_used": list(FORBIDDEN),
         "git_commit": git_commit(), "recipe": recipe.__dict__ | {"tasks": list(recipe.tasks)}, "pairs": counts, "command": command})
     to_half(Path(output))
+    if "classify" in built.pairs:  # the titles whose neighbours vote beside the adapter (prompts/neighbours.py)
+        path = Path(output) / "facet_provenance.json"
+        prov["labelled_titles"] = save_labelled(data, Path(output), recipe)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "labelled_titles": prov["labelled_titles"]}, indent=1))
     if cfg.model == "smollm2-135m":  # not this machine's cache path: the adapter travels
         conf = Path(output) / "adapter_config.json"
         conf.write_text(json.dumps({**json.loads(conf.read_text()),

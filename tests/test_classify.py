@@ -11,6 +11,7 @@ from engine.cli import main
 from engine.types import ScoreRequest
 from eval.datasets import ClassGold, split_by_group
 from eval.metrics import score_classification
+from prompts.formats import read_classification_gold
 from prompts.tasks.classify import Classify, classify_many
 from schemas import Product
 from schemas.taxonomy import Taxonomy
@@ -140,6 +141,15 @@ def test_cli_classify_and_eval(tmp_path, tiny_model_dir, capsys):
     assert sum(map(sum, rep["confusion"]["matrix"])) == 4 and rep["provenance"]["shots"] == 2
     assert (rep_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert "accuracy" in capsys.readouterr().out
+    assert rep["provenance"]["vote"] is None  # the shipped titles' paths are not in this taxonomy: no vote
+
+    # the data's own titles vote: never the evaluated ones, nor other offers of their products (same cluster)
+    assert main(["eval", "classify", "--data", str(csv), "--limit", "4", "--neighbours", str(csv),
+                 "--model", str(tiny_model_dir), "-o", str(rep_dir)]) == 0
+    rep = json.loads((rep_dir / "report.json").read_text())
+    sample, rest = split_by_group(read_classification_gold(csv), 4, 0)
+    assert rep["provenance"]["vote"] == {"titles": len(rest), "from": str(csv), "weight": Classify.vote_weight}
+    assert len(rest) < 12 - 4  # some clusters had another offer outside the sample
 
 
 def test_label_maps_by_name_or_file_and_unmapped_labels_are_named(tmp_path):
@@ -205,3 +215,91 @@ def test_a_confident_product_costs_no_more_levels_with_search(tree):
     [r] = classify_many(backend, Classify(taxonomy=tree, search=8), PRODUCTS[:1])
     assert r.path == ["Home", "Kitchen", "Mugs"] and backend.asked == ["", "", "Home", "Home",
                                                                          "Home > Kitchen", "Home > Kitchen"]
+
+
+# -- the neighbour vote: labelled titles beside the model ----------------------------------------------------------
+
+SKILLETS = ("Home", "Kitchen", "Skillets")
+
+
+def labelled_rows():
+    from prompts.neighbours import Labelled
+
+    return [Labelled("Lodge cast iron skillet 10 inch", SKILLETS, "g1"),
+            Labelled("Lodge cast iron skillet 12 inch pre-seasoned", SKILLETS, "g1"),
+            Labelled("Levi's 501 jeans W34 L32", ("Apparel", "Jeans"), "g2"),
+            Labelled("Wrangler relaxed fit jeans", ("Apparel", "Jeans"), None)]
+
+
+def test_neighbours_come_nearest_first_and_share_their_vote_among_a_levels_choices():
+    from prompts.neighbours import NeighbourVote
+
+    vote = NeighbourVote(labelled_rows(), k=3)
+    [near] = vote.neighbours(["Lodge cast iron skillet 10 inch"])
+    assert near[0] == (SKILLETS, pytest.approx(1.0)) and [s for _, s in near] == sorted((s for _, s in near), reverse=True)
+    assert vote.weight(near) == 1.0  # identical to a labelled title: the vote counts in full
+    assert vote.shares(near, (), ["Home", "Apparel"])[0] > 0.5
+    assert vote.shares(near, ("Home",), ["Kitchen", "Garden"]) == [1.0, 0.0]
+    assert vote.shares(near, ("Home", "Garden"), ["x"]) is None  # no neighbour down there: no vote
+    [far] = vote.neighbours(["zzz qqq"])
+    assert vote.weight(far) == 0.0  # unlike every labelled title: the model alone
+
+
+def test_the_vote_turns_a_close_title_and_leaves_an_unlike_one_to_the_model(tree):
+    from prompts.neighbours import NeighbourVote
+
+    vote = NeighbourVote(labelled_rows())
+    skillet, mug = PRODUCTS[2], PRODUCTS[0]
+    alone = classify_many(TableScorer(SPLIT), Classify(taxonomy=tree), [skillet, mug])
+    assert [r.path[-1] for r in alone] == ["Mugs", "Mugs"]  # the table's greedy path
+    w = 0.8
+    [voted_, left] = classify_many(TableScorer(SPLIT), Classify(taxonomy=tree, vote=vote, vote_weight=w), [skillet, mug])
+    assert voted_.path == list(SKILLETS)
+    [near] = vote.neighbours([skillet.title])
+    wt, top = w * vote.weight(near), vote.shares(near, (), ["Home", "Apparel"])[0]  # the jeans vote a little too
+    assert voted_.confidence == pytest.approx(((1 - wt) * 0.6 + wt * top) * ((1 - wt) * 0.9 + wt) * ((1 - wt) * 0.45 + wt))
+    assert left.path == alone[1].path and left.confidence == pytest.approx(alone[1].confidence)
+    off = classify_many(TableScorer(SPLIT), Classify(taxonomy=tree, vote=vote, vote_weight=0), [skillet])
+    assert off[0].path == alone[0].path
+
+
+def test_labelled_titles_files_round_trip_and_leave_out_evaluated_titles(tmp_path, tree):
+    from prompts.neighbours import NeighbourVote, read_labelled, write_labelled
+    from prompts.tasks.classify import as_vote
+
+    rows = labelled_rows()
+    a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    write_labelled(a, rows)
+    write_labelled(b, rows)
+    assert a.read_bytes() == b.read_bytes() and read_labelled(a) == rows  # same rows, same bytes
+    vote = NeighbourVote(rows)
+    assert vote.without() is vote
+    assert [r.title for r in vote.without(["LEVI'S 501 JEANS W34 L32"], ["g1"]).rows] == ["Wrangler relaxed fit jeans"]
+    assert as_vote("none", tree) is None
+    assert len(as_vote(str(a), tree).rows) == 4
+    jsonl = tmp_path / "c.jsonl.gz"
+    write_labelled(jsonl, [rows[0].__class__("Garden hose", ("Outdoor", "Hoses"))])
+    with pytest.raises(ValueError, match="c.jsonl.gz: none of its categories is a path of the taxonomy"):
+        as_vote(str(jsonl), tree)
+
+
+def test_a_decoded_level_takes_the_votes_favourite_only_where_it_wins_with_nothing_from_the_model(scripted, tree):
+    """A backend that cannot score decodes each level under a choice constraint: one answer with its probability.
+    The vote's favourite replaces it where ``w * vote`` beats ``(1 - w) * p + w * vote(answer)``."""
+    import math
+
+    from engine.types import Completion
+    from prompts.neighbours import NeighbourVote
+
+    def script(p_first):
+        def answer(req, call):
+            opts = req.prompt[-1]["content"].split("Choose one: ")[1].split(" | ")
+            return Completion(text=opts[0], finish_reason="stop", logprobs=[(opts[0], math.log(p_first))])
+        return answer
+
+    vote = NeighbourVote(labelled_rows())
+    task = Classify(taxonomy=tree, vote=vote, vote_weight=0.8)
+    [unsure] = classify_many(scripted(script(0.5)), task, [PRODUCTS[2]])  # the model's first choice at p=0.5
+    assert unsure.path == list(SKILLETS)  # Home (voted for), Kitchen (voted for), then Skillets over Mugs
+    [sure] = classify_many(scripted(script(0.999)), Classify(taxonomy=tree, vote=vote, vote_weight=0.2), [PRODUCTS[2]])
+    assert sure.path == ["Home", "Kitchen", "Mugs"]  # a weak vote does not overturn a sure model

@@ -187,7 +187,7 @@ def test_the_wheel_carries_every_module_template_and_shipped_adapter(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     tops = [g.rstrip("*") for g in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
             ["packages"]["find"]["include"]]
-    suffixes = (".py", ".j2", ".json", ".jsonl", ".safetensors")
+    suffixes = (".py", ".j2", ".json", ".jsonl", ".safetensors", ".gz")
     wanted = {f.relative_to(ROOT).as_posix() for top in tops for f in (ROOT / top).rglob("*")
               if f.is_file() and f.suffix in suffixes and "__pycache__" not in f.parts}
     assert "engine/cli/__init__.py" in wanted and any(n.startswith("engine/shipped/") for n in wanted)
@@ -241,6 +241,21 @@ def test_facet_train_default_which_rebuilds_what_ships(folder):
     assert {k: prov["config"][k] for k in training} == training
 
 
+def test_the_shipped_labelled_titles_are_the_ones_the_classification_adapter_records():
+    """The titles whose neighbours vote in classification ship beside its adapter, on the label maps' Shopify paths
+    (PriceRunner's and OA-Mine's categories only), as its provenance records them."""
+    from engine.adapters import SHIPPED_LABELLED
+    from engine.provenance import file_hash
+    from eval.datasets import OA_MINE_SHOPIFY, PRICERUNNER_SHOPIFY
+    from prompts.neighbours import read_labelled
+
+    entry = _provenance(SHIPPED_LABELLED.parent)["labelled_titles"]
+    assert entry["file"] == SHIPPED_LABELLED.name and file_hash(SHIPPED_LABELLED) == entry["sha256"]
+    rows = read_labelled(SHIPPED_LABELLED)
+    assert len(rows) == entry["rows"] == sum(entry["from"].values())
+    assert {r.path for r in rows} == {*PRICERUNNER_SHOPIFY.values(), *OA_MINE_SHOPIFY.values()}
+
+
 def test_every_recipe_field_is_tied_to_the_tasks_whose_pairs_it_changes():
     """RECIPE_FIELDS says which Recipe fields each task's pairs depend on (the rebuild test above compares only
     those): a new Recipe field left out of it would go unchecked, so it fails here until it is placed."""
@@ -290,6 +305,27 @@ def test_the_recipe_trains_on_no_row_that_is_measured():
     top = {a for m, a in built.pairs["classify"] + built.val["classify"] if "Category so far" not in m[-1]["content"]}
     assert {"Electronics", "Home & Garden", "Food, Beverages & Tobacco", "Health & Beauty", "Apparel & Accessories"} <= top
     assert len(top) >= 12
+
+
+@needs_data
+def test_the_shipped_labelled_titles_are_rebuilt_by_the_recipe_and_hold_no_measured_row(tmp_path):
+    """`facet train default --which classify` writes the same file; it holds none of the 200 PriceRunner titles
+    `facet eval classify --limit 200 --seed 0` scores nor another offer of their products, and no OA-Mine
+    validation title."""
+    from engine.adapters import SHIPPED_LABELLED
+    from eval.datasets import PRICERUNNER_SHOPIFY, map_class_labels, read_classification_gold, split_by_group
+    from finetune.default import save_labelled
+    from prompts.neighbours import read_labelled
+
+    entry = save_labelled(DATA, tmp_path)
+    assert (tmp_path / entry["file"]).read_bytes() == SHIPPED_LABELLED.read_bytes()
+    rows = read_labelled(SHIPPED_LABELLED)
+    sample, _ = split_by_group(map_class_labels(read_classification_gold(DATA / "pricerunner/dev.csv"),
+                                                PRICERUNNER_SHOPIFY), 200, 0)
+    titles, groups = {r.title for r in rows}, {r.group for r in rows}
+    assert not {r.product.title for r in sample} & titles and not {r.group for r in sample} & groups
+    validation = {json.loads(line)["input"] for line in (DATA / "oa-mine/validation.jsonl").open()}
+    assert not validation & titles
 
 
 @needs_data

@@ -5,6 +5,13 @@ real path. With a backend that can score answers (transformers), every choice is
 probabilities (softmax over the choices' log-likelihoods) give the confidence, the top-k
 alternatives and ``needs_review``. Other backends decode under a choice constraint and the
 confidence comes from the chosen tokens' log-probabilities (no alternatives then).
+
+Beside the model, the nearest labelled titles vote (``prompts.neighbours``): at a scored level the choice
+probabilities become ``(1 - w) * model + w * vote``, where ``w`` is ``vote_weight`` times how close the nearest labelled
+title is (0 for a product unlike all of them); at a decoded level the vote's favourite replaces the answer only where
+it wins even with no probability from the model (``voted_answer``). facet ships 32,000 PriceRunner and OA-Mine titles on Shopify's paths
+for this (the classification adapter's training data, engine/shipped/classify); ``--neighbours FILE`` gives a
+catalogue's own, ``--neighbours none`` leaves the model alone.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from engine.errors import ParseError
 from engine.runner import RunStats, can_score, score_options, softmax
 from engine.types import Choice, Completion, Request
 from prompts.examples import Example, ExamplePool
+from prompts.neighbours import NeighbourVote, read_labelled
 from prompts.render import render_messages
 from prompts.tasks.base import Rendered, Setup, TaskDef, as_product, option, template_option
 from schemas import ErrorRecord, Product
@@ -49,6 +57,8 @@ class Classify:
     # level; see classify_many)
     search: int = 0
     adapter: str | None = None
+    vote: NeighbourVote | None = None  # labelled titles whose nearest neighbours vote beside the model
+    vote_weight: float = 0.5  # the vote's share at most (for a product as close to a labelled title as can count)
 
     def messages(self, product: Product, path: tuple[str, ...] = (), content_free: bool = False) -> list:
         """The prompt for one level. ``content_free``: the same prompt (same demonstrations) with the
@@ -105,6 +115,8 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
     levels = dict.fromkeys(open_, 0)
     results: dict[int, ClassificationResult | ErrorRecord] = {}
     scorable = can_score(backend)
+    near = (task.vote.neighbours([p.title[: task.max_input_chars] for p in products])
+            if task.vote is not None and task.vote_weight > 0 else None)
 
     def opened(i: int, path: tuple[str, ...], p: float, ranked: list[tuple[str, float]], wide: bool) -> None:
         """Open the children of ``path`` (``ranked``, best first): all of them when ``wide``, else only the best."""
@@ -156,7 +168,10 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
                 if i in free_of:
                     lp = [a - b for a, b in zip(lp, scores[free_of[i]], strict=True)]
                 path, p, wide = expand[i]
-                opened(i, path, p, sorted(zip(opts, softmax(lp), strict=True), key=lambda x: -x[1]), wide)
+                probs = softmax(lp)
+                if near is not None:
+                    probs = voted(task, near[i], path, opts, probs)
+                opened(i, path, p, sorted(zip(opts, probs, strict=True), key=lambda x: -x[1]), wide)
         if decoded:
             level = RunStats()
             outs = run_task(backend, task, [(products[i], expand[i][0]) for i in decoded], retries=retries,
@@ -168,11 +183,35 @@ def classify_many(backend, task: Classify, products: list[Product], stats: RunSt
                     del open_[i]
                 else:
                     path, p, wide = expand[i]
+                    if near is not None:
+                        out = voted_answer(task, near[i], path, task.taxonomy.children(path), *out)
                     opened(i, path, p, [out], wide)
     out = [results[i] for i in range(len(products))]
     stats.done += sum(1 for r in out if r.ok)
     stats.failed += sum(1 for r in out if not r.ok)
     return out
+
+
+def voted(task: Classify, near, path: tuple[str, ...], options, probs: list[float]) -> list[float]:
+    """The model's choice probabilities mixed with the neighbours' vote: ``(1 - w) * model + w * vote``."""
+    shares = task.vote.shares(near, path, options)
+    w = task.vote_weight * task.vote.weight(near)
+    if shares is None or w <= 0:
+        return probs
+    return [(1 - w) * p + w * v for p, v in zip(probs, shares, strict=True)]
+
+
+def voted_answer(task: Classify, near, path: tuple[str, ...], options, answer: str, p: float) -> tuple[str, float]:
+    """A decoded level (one answer and its probability ``p``, the others' unknown) mixed with the neighbours' vote:
+    the answer scores ``(1 - w) * p + w * vote(answer)``; the vote's favourite replaces it only where it scores more
+    even if the model gave it nothing, ``w * vote(favourite)``."""
+    shares = task.vote.shares(near, path, options)
+    w = task.vote_weight * task.vote.weight(near)
+    if shares is None or w <= 0:
+        return answer, p
+    votes = dict(zip(options, shares, strict=True))
+    kept, favourite = (1 - w) * p + w * votes.get(answer, 0.0), max(votes, key=votes.get)
+    return (favourite, w * votes[favourite]) if w * votes[favourite] > kept else (answer, kept)
 
 
 # -- the registered task ---------------------------------------------------------------------------------------
@@ -195,6 +234,12 @@ class ClassifyOptions:
     max_input_chars: int = option(Classify.max_input_chars, "truncate title+description beyond this")
     search: int = option(Classify.search, "levels scored per product while searching best-first for the most "
                          "probable path, not only the greedy one (0: greedy, one choice per level)")
+    neighbours: object = option(None, "labelled titles whose nearest neighbours vote beside the model: JSONL {title, "
+                                "category} (.jsonl or .jsonl.gz) or PriceRunner-style CSV; default: the 32,000 "
+                                "PriceRunner and OA-Mine titles facet ships, where their paths are in the taxonomy; "
+                                "'none': the model alone", metavar="FILE|none")
+    vote_weight: float = option(Classify.vote_weight, "the neighbours' share of the choice probabilities at most "
+                                "(reached when the nearest labelled title is close; 0: the model alone)")
 
 
 _TAXONOMIES: dict[str, Taxonomy] = {}
@@ -231,11 +276,41 @@ def as_labelled_pool(examples) -> ExamplePool | None:
                           for i, (p, path) in enumerate(examples)])
 
 
+_VOTES: dict[tuple[str, str, int], NeighbourVote | None] = {}
+
+
+def as_vote(neighbours, taxonomy: Taxonomy) -> NeighbourVote | None:
+    """The neighbour vote for ``--neighbours``: None (the shipped titles, those of them whose paths are in
+    ``taxonomy``; no vote when none is or facet ships none), "none", a file, or a NeighbourVote. Loaded once."""
+    from pathlib import Path
+
+    from engine.adapters import SHIPPED_LABELLED
+
+    if isinstance(neighbours, NeighbourVote) or (isinstance(neighbours, str) and neighbours.lower() == "none"):
+        return neighbours if isinstance(neighbours, NeighbourVote) else None
+    shipped = neighbours is None
+    path = SHIPPED_LABELLED if shipped else Path(neighbours)
+    if shipped and not path.is_file():
+        return None
+    key = (str(path), taxonomy.name, len(taxonomy))
+    if key not in _VOTES:
+        known = set(taxonomy.paths)
+        rows = [r for r in read_labelled(path) if r.path in known]
+        vote = NeighbourVote(rows, name=str(path)) if rows else None
+        if vote is None and not shipped:
+            raise ValueError(f"{path}: none of its categories is a path of the taxonomy ({taxonomy.name}); "
+                             "write them as in the taxonomy, 'Parent > Child'")
+        _VOTES.clear()
+        _VOTES[key] = vote
+    return _VOTES[key]
+
+
 def build_classify(opts: ClassifyOptions, setup: Setup) -> Classify:
-    return Classify(taxonomy=as_taxonomy(opts.taxonomy), examples=as_labelled_pool(opts.examples), shots=opts.shots,
+    taxonomy = as_taxonomy(opts.taxonomy)
+    return Classify(taxonomy=taxonomy, examples=as_labelled_pool(opts.examples), shots=opts.shots,
                     top_k=opts.top_k, review_below=opts.review_below, template=opts.template,
                     max_input_chars=opts.max_input_chars, calibrate=opts.calibrate, search=opts.search,
-                    adapter=setup.adapter_name)
+                    adapter=setup.adapter_name, vote=as_vote(opts.neighbours, taxonomy), vote_weight=opts.vote_weight)
 
 
 def render_classify(task: Classify, product: Product) -> Rendered:
