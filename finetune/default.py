@@ -70,7 +70,7 @@ SHIPPED_SET = {"default": {"tasks": ("extract", "complete", "classify", "rank"),
                            "recipe": {"complete_several": False, "classify_titles": 300, "classify_balanced": False,
                                       "classify_oa_titles": 0, "classify_synthetic": 0}},
                "extract": {"tasks": ("extract",), "epochs": 2, "rank": 16, "layers": 30},
-               "classify": {"tasks": ("classify",), "rank": 16, "layers": 30, "recipe": {"classify_titles": 800}},
+               "classify": {"tasks": ("classify",), "rank": 16, "layers": 30, "recipe": {"classify_titles": 300}},
                "complete": {"tasks": ("complete",), "epochs": 2, "rank": 16},
                "rank": {"tasks": ("rank",), "rank": 8, "layers": 30}}
 
