@@ -178,7 +178,9 @@ class Engine:
         ``taxonomy``: a :class:`Taxonomy`, a file (Shopify categories.txt, 'A > B' lines, JSON), or a list
         of labels; defaults to the one given to the Engine, else Shopify's. ``examples``: labelled (product, path)
         pairs, or a file of them (JSONL ``{title, category: "A > B"}`` or PriceRunner-style CSV). ``options``: the
-        classify task's others (``facet classify --help``), e.g. ``search=0`` for greedy level-by-level decoding.
+        classify task's others (``facet classify --help``), e.g. ``search=0`` for greedy level-by-level decoding,
+        ``neighbours=FILE`` for a catalogue's own labelled titles to vote beside the model (default: the ones facet
+        ships, where their paths are in the taxonomy; ``"none"``: the model alone).
         """
         given = {"taxonomy": taxonomy} if taxonomy is not None else {}
         return self.run("classify", products, examples=examples, shots=shots, top_k=top_k,
