@@ -9,9 +9,9 @@ confidence comes from the chosen tokens' log-probabilities (no alternatives then
 Beside the model, the nearest labelled titles vote (``prompts.neighbours``): at a scored level the choice
 probabilities become ``(1 - w) * model + w * vote``, where ``w`` is ``vote_weight`` times how close the nearest labelled
 title is (0 for a product unlike all of them); at a decoded level the vote's favourite replaces the answer only where
-it wins even with no probability from the model (``voted_answer``). facet ships 32,000 PriceRunner and OA-Mine titles on Shopify's paths
-for this (the classification adapter's training data, engine/shipped/classify); ``--neighbours FILE`` gives a
-catalogue's own, ``--neighbours none`` leaves the model alone.
+it wins even with no probability from the model (``voted_answer``). facet ships 32,554 PriceRunner and OA-Mine titles
+on Shopify's paths for this, those the classification adapter's training titles were drawn from
+(engine/shipped/classify); ``--neighbours FILE`` gives a catalogue's own, ``--neighbours none`` leaves the model alone.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ class Classify:
     search: int = 0
     adapter: str | None = None
     vote: NeighbourVote | None = None  # labelled titles whose nearest neighbours vote beside the model
-    vote_weight: float = 0.7  # the vote's share at most (for a product as close to a labelled title as can count); 0.7:
-    # best of 0, 0.3, 0.5, 0.7, 0.9 on 200 PriceRunner and 150 OA-Mine training titles held out of the vote (docs/benchmarks.md)
+    # the vote's share at most (for a product as close to a labelled title as counts); 0.7: the best of 0, 0.3, 0.5,
+    # 0.7, 0.9 on 200 PriceRunner and 150 OA-Mine training titles held out of the vote (scripts/tune_vote.py)
+    vote_weight: float = 0.7
 
     def messages(self, product: Product, path: tuple[str, ...] = (), content_free: bool = False) -> list:
         """The prompt for one level. ``content_free``: the same prompt (same demonstrations) with the
@@ -236,7 +237,7 @@ class ClassifyOptions:
     search: int = option(Classify.search, "levels scored per product while searching best-first for the most "
                          "probable path, not only the greedy one (0: greedy, one choice per level)")
     neighbours: object = option(None, "labelled titles whose nearest neighbours vote beside the model: JSONL {title, "
-                                "category} (.jsonl or .jsonl.gz) or PriceRunner-style CSV; default: the 32,000 "
+                                "category} (.jsonl or .jsonl.gz) or PriceRunner-style CSV; default: the 32,554 "
                                 "PriceRunner and OA-Mine titles facet ships, where their paths are in the taxonomy; "
                                 "'none': the model alone", metavar="FILE|none")
     vote_weight: float = option(Classify.vote_weight, "the neighbours' share of the choice probabilities at most "
