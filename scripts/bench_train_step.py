@@ -1,11 +1,14 @@
 """Training speed, side by side: the training step facet takes (``finetune.train.answer_loss``: the LM head at the
 answer positions only) against another, on the real pairs and LoRA of one member of the shipped set
 (docs/benchmarks.md, "Training speed"). ``--against full``: the LM head at every position (``model(**batch).loss``,
-what facet trained with until the twelfth session); ``--against compile``: the same step through
+what facet trained with until the twelfth session); ``--against unshared``: facet's step with every row run whole
+(``answer_loss(..., share_prefix=False)``, what facet trained with until the sixteenth session: the rows' common
+chat header and system prompt once per row); ``--against compile``: the same step through
 ``torch.compile(model, dynamic=True)`` (its first steps, compiling, are timed apart).
 
     python scripts/bench_train_step.py classify --steps 12 --threads 2
     python scripts/bench_train_step.py classify --steps 10 --against compile
+    python scripts/bench_train_step.py extract --steps 12 --against unshared
 
 The same steps (the member's first length-grouped steps) alternate between the two, forward + backward each, no
 optimizer step (the weights stay as they are, so both see the same model); it prints tokens/s (record tokens, no
@@ -28,7 +31,7 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--against", choices=("full", "compile"), default="full")
+    ap.add_argument("--against", choices=("full", "unshared", "compile"), default="full")
     args = ap.parse_args()
 
     import torch
@@ -58,6 +61,8 @@ def main() -> None:
             answer_loss(compiled, _collate([data[j] for j in step], tok.pad_token_id)).backward()
             model.zero_grad(set_to_none=True)
         print(f"torch.compile: the first 3 steps took {time.perf_counter() - t:.0f} s (compiling)")
+    elif args.against == "unshared":
+        other, label = (lambda b: answer_loss(model, b, share_prefix=False)), "every row run whole (no shared prefix)"
     else:
         other, label = (lambda b: model(**b).loss), "LM head at every position"
 
@@ -77,7 +82,7 @@ def main() -> None:
     other_s, answer_s = tokens / seconds["other"], tokens / seconds["answer"]
     print(f"{args.which}: {len(plan)} steps of {cfg.batch_size}, {tokens} record tokens, {args.threads} threads\n"
           f"  {label}: {other_s:.0f} tokens/s\n"
-          f"  facet's step (LM head at answer positions only): {answer_s:.0f} tokens/s\n"
+          f"  facet's step (LM head at answer positions only, shared prefix once): {answer_s:.0f} tokens/s\n"
           f"  ratio {answer_s / other_s:.2f}x; largest loss difference {diff:.2e}")
 
 

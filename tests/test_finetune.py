@@ -75,7 +75,7 @@ def test_answer_loss_is_the_full_loss_and_gradient_with_logits_at_answer_positio
     import torch
     from peft import get_peft_model
 
-    from finetune.train import _collate, answer_loss, lora_config
+    from finetune.train import MIN_SHARED, _collate, answer_loss, lora_config, shared_prefix
     from tests.conftest import make_model
 
     tok = tiny_tokenizer
@@ -91,13 +91,24 @@ def test_answer_loss_is_the_full_loss_and_gradient_with_logits_at_answer_positio
     params = [p for p in model.parameters() if p.requires_grad]
     full = model(**batch).loss
     g_full = torch.autograd.grad(full, params)
+    embedded = []  # tokens through the model, per call
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: embedded.append(i[0].numel()))
     mine = answer_loss(model, batch)
+    hook.remove()
     g_mine = torch.autograd.grad(mine, params)
     assert torch.allclose(mine, full, atol=1e-5), (mine, full)
     for a, b in zip(g_mine, g_full, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     kept = (batch["labels"][:, 1:] != -100).any(dim=0).sum()
     assert 0 < kept < batch["labels"].shape[1] // 2  # the head ran on the answer positions only
+    rows, n = batch["input_ids"].shape
+    shared = shared_prefix(batch)
+    if pack:  # packed rows hold several records: nothing to share
+        assert shared == 0 and embedded == [rows * n]
+    else:  # the chat header and system prompt ran once, not once per row
+        first_answer = min(lab.index(next(t for t in lab if t != -100)) for lab in batch["labels"].tolist())
+        assert MIN_SHARED <= shared < first_answer
+        assert embedded == [shared, rows * (n - shared)]
 
 
 def test_training_resumes_after_an_interruption(tmp_path, tiny_tokenizer, monkeypatch):
@@ -567,3 +578,28 @@ def test_a_record_of_weight_3_pulls_as_three_copies_of_it(tiny_model, tiny_token
     n_one = sum(t != -100 for t in plain[1]["labels"][1:])
     assert mine == pytest.approx(base + 2 * own * n_one / n_all, rel=1e-4)
     assert mine > base
+
+
+def test_shared_prefix_stops_before_the_first_answer_and_is_the_full_loss(tiny_tokenizer):
+    """Rows with the same prompt and different answers share everything up to the position that predicts the first
+    answer token, which must keep its logits; rows that differ early, a single row and packed rows share nothing."""
+    import torch
+
+    from finetune.train import _collate, answer_loss, shared_prefix
+    from tests.conftest import make_model
+
+    tok = tiny_tokenizer
+    tok.padding_side = "right"
+    same = gold_rows(2)
+    same[1] = type(same[1])(same[0].product, {"Brand": {"Zed"}, "Color": {"Blue"}})  # same prompt, another answer
+    data = encoded(tok, same)
+    batch = _collate(data, tok.pad_token_id)
+    first_answer = min(d["labels"].index(next(t for t in d["labels"] if t != -100)) for d in data)
+    assert shared_prefix(batch) == first_answer - 1
+    model = make_model(tok)
+    with torch.no_grad():
+        assert float(answer_loss(model, batch)) == pytest.approx(float(model(**batch).loss), abs=1e-5)
+    assert shared_prefix(_collate(data[:1], tok.pad_token_id)) == 0
+    assert shared_prefix(_collate(data, tok.pad_token_id, pack=True)) == 0
+    other = dict(data[1], input_ids=[data[1]["input_ids"][0] + 1, *data[1]["input_ids"][1:]])  # differs at token 0
+    assert shared_prefix(_collate([data[0], other], tok.pad_token_id)) == 0
