@@ -321,14 +321,20 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
 
 
 def git_commit() -> str | None:
-    """The commit facet was trained from (``+dirty`` when the tree had changes), or None outside a checkout."""
+    """The commit facet was trained from, ``+dirty`` when tracked files other than the shipped adapters had changes
+    (`make adapters` installs each member before it trains the next), or None outside a checkout."""
     import subprocess
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+                              check=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)engine/shipped")
     except (OSError, subprocess.CalledProcessError):
         return None
+    return (commit + ("+dirty" if changed else "")) or None
 
 
 def to_half(folder: Path) -> None:
