@@ -105,6 +105,11 @@ RECIPE_FIELDS = {"extract": ("open_share", "augment_share"), "complete": ("compl
                  "rank": ("rank_queries",)}
 
 
+def shipped_members() -> list[str]:
+    """The members of SHIPPED_SET that ship (what `facet train default` without --which rebuilds, in this order)."""
+    return [name for name in SHIPPED_SET if name not in COMPARED]
+
+
 def member_training(name: str) -> dict:
     """The TrainConfig fields of one member of SHIPPED_SET: SHIPPED_TRAINING with the member's changes."""
     return {**SHIPPED_TRAINING, **{k: v for k, v in SHIPPED_SET[name].items() if k not in ("tasks", "recipe")}}

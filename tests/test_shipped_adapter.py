@@ -357,12 +357,36 @@ def test_train_default_refuses_a_folder_without_the_data(tmp_path, capsys):
     assert "pass --data DIR" in capsys.readouterr().err
 
 
-def test_train_default_asks_which_adapter_to_rebuild(tmp_path, capsys):
+def test_train_default_narrows_tasks_of_one_adapter_only(tmp_path, capsys):
     from engine.cli import main
 
-    assert main(["train", "default", "--data", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    (tmp_path / "oa-mine").mkdir()
+    (tmp_path / "oa-mine" / "train.jsonl").write_text("")
+    assert main(["train", "default", "--data", str(tmp_path), "--tasks", "rank", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "needs --which NAME" in err and "(extract, classify, rank)" in err and "make adapters" in err
+    assert "give --which NAME too" in err and "(extract, classify, rank)" in err and "make adapters" in err
+
+
+@needs_data
+def test_train_default_without_which_rebuilds_every_shipped_adapter(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """`facet train default -o DIR` trains each adapter facet ships into DIR/NAME, each provenance naming the
+    one-adapter command that rebuilds it (the tiny model, one step each)."""
+    from engine.cli import main
+    from finetune.default import shipped_members
+
+    argv = ["train", "default", "--data", str(DATA), "--model", str(tiny_model_dir), "-o", str(tmp_path / "set"),
+            "--max-steps", "1", "--batch-size", "2", "--layers", "2"]
+    monkeypatch.setattr("sys.argv", ["facet", *argv])
+    assert main(argv) == 0
+    assert shipped_members() == ["extract", "classify", "rank"]
+    for name in shipped_members():
+        folder = tmp_path / "set" / name
+        prov = json.loads((folder / "facet_provenance.json").read_text())
+        assert prov["command"] == (f"facet train default --data {DATA} --model {tiny_model_dir} --max-steps 1 "
+                                   f"--batch-size 2 --layers 2 --which {name} -o {folder}")
+        assert prov["tasks"] == [name] and prov["steps"] == 1 and (folder / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "set" / "classify" / "labelled_titles.jsonl.gz").is_file()
+    assert "[3/3] rank" in capsys.readouterr().err
 
 
 def test_engine_builds_a_task_once_for_repeated_calls(fake_shipped, scripted, monkeypatch):

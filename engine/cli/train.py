@@ -19,7 +19,8 @@ def add_train_command(sub) -> None:
     p.add_argument("--data", default="../shared/data", metavar="DIR",
                    help="default: the data folder (oa-mine/, pricerunner/, shopify-taxonomy/; default ../shared/data)")
     p.add_argument("--which", choices=list(SHIPPED_SET), default=None,
-                   help="default (required): which adapter of the shipped set to rebuild: " + _members(SHIPPED_SET))
+                   help="default: which adapter to rebuild (without it: every adapter facet ships, one after the "
+                   "other, each into OUTPUT/NAME): " + _members(SHIPPED_SET))
     p.add_argument("--tasks", metavar="LIST", help="default: train only these tasks (comma-separated)")
     p.add_argument("--layers", type=int, default=None, metavar="N",
                    help="LoRA on the top N decoder layers only (faster: the backward pass stops below them)")
@@ -34,8 +35,8 @@ def add_train_command(sub) -> None:
     p.add_argument("--max-records", type=int, default=None, help="classify: train on a seeded sample of this many; "
                    "rank from a taxonomy: synthetic queries to make (default 2000)")
     p.add_argument("--val", help="validation JSONL (for early stopping)")
-    p.add_argument("-o", "--output", help="adapter folder to write (default for 'default': engine/shipped/WHICH "
-                   "inside the package)")
+    p.add_argument("-o", "--output", help="adapter folder to write (default: with --which, engine/shipped/WHICH "
+                   "inside the package; without it, a folder per shipped adapter under OUTPUT, default engine/shipped)")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--epochs", type=float, default=None,
                    help="passes over the data (default 3; default: the member's, finetune/default.py)")
@@ -70,9 +71,9 @@ def add_train_command(sub) -> None:
 
 
 def _members(shipped_set: dict) -> str:
-    from finetune.default import COMPARED
+    from finetune.default import COMPARED, shipped_members
 
-    ships = ", ".join(k for k in shipped_set if k not in COMPARED)
+    ships = ", ".join(shipped_members())
     compared = " and ".join(f"'{k}' ({what})" for k, what in COMPARED.items())
     return (f"one task's own adapter, what ships ({ships}); or, measured against them and not shipped, {compared}. "
             f"`make adapters` rebuilds, scores and installs the shipped ones")
@@ -91,31 +92,57 @@ def cmd_train(args) -> int:
 
 
 def _train_default(args) -> int:
-    """One adapter of the shipped set, rebuilt from a data folder (see finetune/default.py)."""
+    """The shipped set, or one adapter of it (--which), rebuilt from a data folder (see finetune/default.py)."""
     import torch
 
     from engine import adapters as shipped
-    from finetune.default import SHIPPED_SET, member_recipe, member_training, train_default
-    from finetune.train import GIVEN_SETTINGS, TrainConfig, given_settings
-
-    if args.which is None:
-        raise ValueError(f"facet train default needs --which NAME: {_members(SHIPPED_SET)}")
+    from finetune.default import SHIPPED_SET, shipped_members
 
     data = Path(args.data)
     if not (data / "oa-mine" / "train.jsonl").is_file():
         raise ValueError(f"{data} is not a data folder with oa-mine/, pricerunner/ and shopify-taxonomy/ "
                          f"(pass --data DIR)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.which:
+        return _train_member(args, args.which, Path(args.output or shipped.SHIPPED_ROOT / args.which))
+    if args.tasks:
+        raise ValueError(f"--tasks narrows one adapter: give --which NAME too ({_members(SHIPPED_SET)})")
+    root = Path(args.output or shipped.SHIPPED_ROOT)
+    members = shipped_members()
+    print(f"facet: rebuilding the shipped adapters ({', '.join(members)}) under {root}"
+          f"{'; finished ones are kept' if args.resume else ''}", file=sys.stderr)
+    for name in members:
+        print(f"facet: [{members.index(name) + 1}/{len(members)}] {name}", file=sys.stderr)
+        _train_member(args, name, root / name)
+    return 0
+
+
+def _train_member(args, name: str, out: Path) -> int:
+    from finetune.default import member_recipe, member_training, train_default
+    from finetune.train import GIVEN_SETTINGS, TrainConfig, given_settings
+
     cfg = TrainConfig(task="default", model=args.model, batch_size=args.batch_size, max_steps=args.max_steps,
                       seed=args.seed, threads=args.threads, bf16=args.bf16, device=args.device, batching=args.batching,
-                      patience=args.patience, **{**member_training(args.which),  # the shipped member's settings
+                      patience=args.patience, **{**member_training(name),  # the shipped member's settings
                                                  **given_settings(args, (*GIVEN_SETTINGS, "max_len"))})
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(args.output or shipped.SHIPPED_ROOT / args.which)
-    recipe = member_recipe(args.which, args.seed, tuple(args.tasks.split(",")) if args.tasks else None)
-    prov = train_default(data, out, cfg, recipe, resume=args.resume, command=" ".join(["facet", *sys.argv[1:]]))
-    print(f"facet: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
+    recipe = member_recipe(name, args.seed, tuple(args.tasks.split(",")) if args.tasks else None)
+    command = " ".join(["facet", *sys.argv[1:]] if args.which else _member_command(sys.argv[1:], name, out))
+    prov = train_default(Path(args.data), out, cfg, recipe, resume=args.resume, command=command)
+    print(f"facet: {name}: adapter written to {out} ({prov['steps']} steps, {prov['train_seconds']:.0f}s, "
           f"{prov['train_tokens_per_s']:.0f} tokens/s, best val loss {prov['best_val_loss']})", file=sys.stderr)
     return 0
 
 
+def _member_command(argv: list[str], name: str, out: Path) -> list[str]:
+    """The one-adapter command (``--which NAME -o OUT``) that rebuilds what a whole-set run trained as ``name``."""
+    kept, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--output="):
+            skip = False
+            continue
+        if a in ("-o", "--output"):
+            skip = True
+            continue
+        kept.append(a)
+    return ["facet", *kept, "--which", name, "-o", str(out)]
