@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
@@ -68,9 +69,9 @@ def read_jsonl(path: str | Path, strict: bool = True) -> Iterator[tuple[int, Any
     """(line number, JSON object) per non-blank line of a JSON Lines file: the one reader of facet's data and
     demonstration files (products read by a task go through :func:`read_products`, which makes error records).
     ``strict``: a line that is not a JSON object raises a ValueError naming the file and line; otherwise it is
-    yielded as that ValueError, for the caller to report and go on."""
+    yielded as that ValueError, for the caller to report and go on. A ``.gz`` file is read through gzip."""
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue

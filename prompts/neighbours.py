@@ -33,20 +33,9 @@ Neighbours = list[tuple[tuple[str, ...], float]]  # (path, similarity), most sim
 def read_labelled(path: str | Path) -> list[Labelled]:
     """Labelled titles from JSONL (``.jsonl`` or ``.jsonl.gz``: {title, category: "A > B", group?}) or a
     PriceRunner-style CSV."""
-    path = Path(path)
-    if path.suffixes[-2:] != [".jsonl", ".gz"]:
-        from prompts.formats import read_classification_gold
+    from prompts.formats import read_classification_gold
 
-        return [Labelled(r.product.title, tuple(r.path), r.group) for r in read_classification_gold(path)]
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            try:
-                rec = json.loads(line)
-                out.append(Labelled(rec["title"], tuple(x.strip() for x in rec["category"].split(">")), rec.get("group")))
-            except (ValueError, KeyError, AttributeError) as exc:
-                raise ValueError(f"{path}: line {n}: expected {{title, category}}: {exc}") from None
-    return out
+    return [Labelled(r.product.title, tuple(r.path), r.group) for r in read_classification_gold(path)]
 
 
 def write_labelled(path: str | Path, rows: Iterable[Labelled]) -> None:
