@@ -318,10 +318,13 @@ def train_default(data: Path, output: Path, cfg, recipe: Recipe = Recipe(), resu
         "git_commit": git_commit(), "recipe": recipe.__dict__ | {"tasks": list(recipe.tasks)}, "pairs": counts, "command": command,
         **({"labelled_titles": labelled} if labelled else {})})
     to_half(Path(output))
+    conf = Path(output) / "adapter_config.json"
+    config = json.loads(conf.read_text())
+    if isinstance(config.get("target_modules"), list):  # PEFT writes a set, in no fixed order: same bytes each rebuild
+        config["target_modules"] = sorted(config["target_modules"])
     if cfg.model == "smollm2-135m":  # not this machine's cache path: the adapter travels
-        conf = Path(output) / "adapter_config.json"
-        conf.write_text(json.dumps({**json.loads(conf.read_text()),
-                                    "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}, indent=2))
+        config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    conf.write_text(json.dumps(config, indent=2))
     return prov
 
 

@@ -373,6 +373,7 @@ def test_train_default_without_which_rebuilds_every_shipped_adapter(tmp_path, ti
     one-adapter command that rebuilds it (the tiny model, one step each)."""
     from engine.cli import main
     from finetune.default import shipped_members
+    from finetune.train import TARGET_MODULES
 
     argv = ["train", "default", "--data", str(DATA), "--model", str(tiny_model_dir), "-o", str(tmp_path / "set"),
             "--max-steps", "1", "--batch-size", "2", "--layers", "2"]
@@ -385,6 +386,8 @@ def test_train_default_without_which_rebuilds_every_shipped_adapter(tmp_path, ti
         assert prov["command"] == (f"facet train default --data {DATA} --model {tiny_model_dir} --max-steps 1 "
                                    f"--batch-size 2 --layers 2 --which {name} -o {folder}")
         assert prov["tasks"] == [name] and prov["steps"] == 1 and (folder / "adapter_model.safetensors").is_file()
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["target_modules"] == sorted(TARGET_MODULES)  # the same bytes on every rebuild
     assert (tmp_path / "set" / "classify" / "labelled_titles.jsonl.gz").is_file()
     assert "[3/3] rank" in capsys.readouterr().err
 
