@@ -177,8 +177,10 @@ def shared_prefix(batch: dict) -> int:
         return 0
     # position first_answer - 1 predicts the first answer token: its logits are needed, so the prefix ends before it
     limit = min(int(batch["attention_mask"].sum(dim=1).min()), int(answer.float().argmax(dim=1).min()) - 1)
+    if limit < MIN_SHARED:
+        return 0
     differ = (ids[:, :limit] != ids[:1, :limit]).any(dim=0).nonzero()
-    n = int(differ[0]) if len(differ) else max(0, limit)
+    n = int(differ[0]) if len(differ) else limit
     return n if n >= MIN_SHARED else 0
 
 

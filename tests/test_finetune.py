@@ -603,3 +603,5 @@ def test_shared_prefix_stops_before_the_first_answer_and_is_the_full_loss(tiny_t
     assert shared_prefix(_collate(data, tok.pad_token_id, pack=True)) == 0
     other = dict(data[1], input_ids=[data[1]["input_ids"][0] + 1, *data[1]["input_ids"][1:]])  # differs at token 0
     assert shared_prefix(_collate([data[0], other], tok.pad_token_id)) == 0
+    short = [{"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8]}] * 2  # the answer starts at once: nothing to share
+    assert shared_prefix(_collate(short, tok.pad_token_id)) == 0
