@@ -49,7 +49,7 @@ demo: setup
 
 # the shipped set (finetune/default.py: SHIPPED_SET): the ranking, extraction and classification adapters (completion
 # reads with the extraction adapter), each scored on held-out data, the figures recorded in its provenance, copied
-# into the package (training ~2 h 18 min on 2 CPU cores: 4 + ~73 + 61 min; the evals ~40 min more; each step
+# into the package (training ~1 h 53 min on 2 CPU cores: 3 + 54 + 56 min; the evals ~40 min more; each step
 # resumable)
 # $(call install,ADAPTER,RUNS,NAME): copy the eval figures under RUNS into ADAPTER's provenance, then install it
 # as engine/shipped/NAME

@@ -50,16 +50,16 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # the shipped set, decided by measurement (docs/benchmarks.md): one adapter per task, each of which measured better on
 # its task than the multi-task adapter ("default": one epoch over the four tasks' pairs, r=32 on the top 10 layers, 61
 # min; shipped first, no longer shipped): extraction (engine/shipped/extract: the recipe's extract pairs alone, r=16 on
-# all 30 layers, two epochs, 79 min; OA-Mine micro-F1 0.517 -> 0.705; the same for one epoch, shipped before it, 0.634;
+# all 30 layers, two epochs, 54 min; OA-Mine micro-F1 0.517 -> 0.705; the same for one epoch, shipped before it, 0.634;
 # r=32 on the top 10 for two epochs 0.575), classification (engine/shipped/classify: classify pairs alone, 800
-# PriceRunner titles, r=16 on all 30 layers, 60 min; PriceRunner on Shopify paths 0.505 -> 0.895 alone, 0.990 beside the
-# labelled titles' neighbour vote (prompts/neighbours.py, the default); 300 titles, 40 min: 0.730 alone, 0.975 with the
+# PriceRunner titles, r=16 on all 30 layers, 56 min; PriceRunner on Shopify paths 0.505 -> 0.895 alone, 0.990 beside the
+# labelled titles' neighbour vote (prompts/neighbours.py, the default); 300 titles, 40 min before the shared prefix: 0.730 alone, 0.975 with the
 # vote; r=8 0.885; r=32 on the top 10 0.840; r=8 for a second epoch 0.860), completion
 # (engine/shipped/complete, no longer shipped: complete pairs alone, several values hidden at once, r=16, two epochs;
 # hidden recall 0.220 -> 0.318) and ranking (engine/shipped/rank: the 576 rank pairs alone, r=8 on all 30 layers, one
-# epoch, 4 min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches 0.782 -> 0.795). `make adapters` builds, scores
+# epoch, 3 min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches 0.782 -> 0.795). `make adapters` builds, scores
 # and installs extract, classify and rank. The completion adapter is no longer shipped: the extraction adapter, asking
-# extraction's prompt, completes better (OA-Mine fill accuracy 0.777 -> 0.851, hidden recall 0.384 -> 0.629, at 0.84
+# extraction's prompt, completes better (OA-Mine fill accuracy 0.777 -> 0.861, hidden recall 0.384 -> 0.633, at 0.83
 # s/product against 1.36; prompts/tasks/complete.py), and `make adapters` trains 45 minutes less; "complete", like
 # "default", stays here for comparison.
 # members kept to rebuild for comparison, not shipped (`make adapters` leaves them out), with what each is
