@@ -52,9 +52,10 @@ SHIPPED_TRAINING = {"rank": 32, "layers": 10, "epochs": 1, "lr": 5e-4, "max_len"
 # min; shipped first, no longer shipped): extraction (engine/shipped/extract: the recipe's extract pairs alone, r=16 on
 # all 30 layers, two epochs, 54 min; OA-Mine micro-F1 0.517 -> 0.705; the same for one epoch, shipped before it, 0.634;
 # r=32 on the top 10 for two epochs 0.575), classification (engine/shipped/classify: classify pairs alone, 800
-# PriceRunner titles, r=16 on all 30 layers, 56 min; PriceRunner on Shopify paths 0.505 -> 0.895 alone, 0.990 beside the
-# labelled titles' neighbour vote (prompts/neighbours.py, the default); 300 titles, 40 min before the shared prefix: 0.730 alone, 0.975 with the
-# vote; r=8 0.885; r=32 on the top 10 0.840; r=8 for a second epoch 0.860), completion
+# PriceRunner titles, r=16 on all 30 layers, 56 min to rebuild (60 min for the shipped run, before the shared prefix);
+# PriceRunner on Shopify paths 0.505 -> 0.895 alone, 0.990 beside the labelled titles' neighbour vote
+# (prompts/neighbours.py, the default); 300 titles, 40 min before the shared prefix: 0.730 alone, 0.975 with the vote;
+# r=8 0.885; r=32 on the top 10 0.840; r=8 for a second epoch 0.860), completion
 # (engine/shipped/complete, no longer shipped: complete pairs alone, several values hidden at once, r=16, two epochs;
 # hidden recall 0.220 -> 0.318) and ranking (engine/shipped/rank: the 576 rank pairs alone, r=8 on all 30 layers, one
 # epoch, 3 min; WANDS NDCG@3 0.926 -> 0.964, hand-labelled searches 0.782 -> 0.795). `make adapters` builds, scores

@@ -112,8 +112,8 @@ def _train_default(args) -> int:
     members = shipped_members()
     print(f"facet: rebuilding the shipped adapters ({', '.join(members)}) under {root}"
           f"{'; finished ones are kept' if args.resume else ''}", file=sys.stderr)
-    for name in members:
-        print(f"facet: [{members.index(name) + 1}/{len(members)}] {name}", file=sys.stderr)
+    for i, name in enumerate(members, 1):
+        print(f"facet: [{i}/{len(members)}] {name}", file=sys.stderr)
         _train_member(args, name, root / name)
     return 0
 
